@@ -1,0 +1,138 @@
+"""Command line: ``pilot serve``, ``pilot bootstrap``, ``pilot validate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pilot.push.debounce import durations_from_env
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from pilot.server import ServerOptions, serve
+
+    config_dir = Path(args.config_dir)
+    if not config_dir.is_dir():
+        print(f"pilot serve: --config-dir {config_dir}: not a directory", file=sys.stderr)
+        return 2
+    try:
+        after, max_delay = durations_from_env()
+    except ValueError as exc:
+        print(f"pilot serve: PILOT_DEBOUNCE_AFTER/PILOT_DEBOUNCE_MAX: {exc}", file=sys.stderr)
+        return 2
+    options = ServerOptions(
+        config_dir=config_dir,
+        grpc_addr=args.grpc_addr,
+        monitoring_addr=args.monitoring_addr,
+        domain_suffix=args.domain_suffix,
+        debounce_after=after,
+        debounce_max=max_delay,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(options, stop)
+
+    uvloop.run(main())
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from pilot.bootstrap import build_bootstrap, render_bootstrap
+    from pilot.proxy import ProxyIdError
+    from pilot.server import split_addr
+
+    labels = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"pilot bootstrap: --label {item!r}: expected key=value", file=sys.stderr)
+            return 2
+        labels[key] = value
+    host, port = split_addr(args.xds_addr, 15010)
+    try:
+        config = build_bootstrap(
+            args.node_id, host, port, labels=labels, namespace=args.namespace, admin_port=args.admin_port
+        )
+    except ProxyIdError as exc:
+        print(f"pilot bootstrap: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render_bootstrap(config))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from pilot.config.loader import load_text
+
+    errors = 0
+    objects = 0
+    for name in args.files:
+        path = Path(name)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            print(f"{path}: {exc.strerror}", file=sys.stderr)
+            errors += 1
+            continue
+        result = load_text(str(path), text)
+        objects += len(result.configs)
+        for error in result.errors:
+            print(str(error), file=sys.stderr)
+        errors += len(result.errors)
+        for kind in result.skipped_kinds:
+            print(f"{path}: skipping unsupported kind {kind}", file=sys.stderr)
+    if errors:
+        print(f"{errors} error(s) in {len(args.files)} file(s)", file=sys.stderr)
+        return 1
+    print(f"{objects} object(s) in {len(args.files)} file(s) valid")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pilot", description="Istio-compatible xDS control plane")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve xDS for a directory of Istio and Kubernetes YAML")
+    serve.add_argument("--config-dir", required=True, help="directory watched recursively for *.yaml / *.yml")
+    serve.add_argument("--grpc-addr", default="0.0.0.0:15010", help="xDS gRPC listen address (default %(default)s)")
+    serve.add_argument(
+        "--monitoring-addr", default="0.0.0.0:15014", help="/ready, /metrics and /debug address (default %(default)s)"
+    )
+    serve.add_argument("--domain-suffix", default="cluster.local", help="DNS domain suffix (default %(default)s)")
+    serve.set_defaults(func=_serve)
+
+    boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for a proxy")
+    boot.add_argument("--node-id", required=True, help="TYPE~IP~POD.NS~NS.svc.cluster.local")
+    boot.add_argument("--xds-addr", required=True, help="pilot's xDS address HOST:PORT")
+    boot.add_argument("--label", action="append", default=[], help="workload label k=v (repeatable)")
+    boot.add_argument("--namespace", help="proxy namespace (default: from the node id)")
+    boot.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port (default %(default)s)")
+    boot.set_defaults(func=_bootstrap)
+
+    validate = sub.add_parser("validate", help="validate YAML files offline; exits 1 on errors")
+    validate.add_argument("files", nargs="+")
+    validate.set_defaults(func=_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Config objects as the store holds them: one typed, validated object per (kind, namespace, name).
+
+Istio kinds carry a betterproto2 message in ``spec``; Kubernetes kinds (Service, Pod, Namespace,
+EndpointSlice) carry the plain parsed dict of the whole object, since only a few of their fields matter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Kinds pilot understands, by (group, kind). The version is checked separately.
+ISTIO_GROUP = "networking.istio.io"
+ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+ISTIO_NETWORKING_KINDS = (
+    "ServiceEntry",
+    "WorkloadEntry",
+    "VirtualService",
+    "DestinationRule",
+    "Gateway",
+    "Sidecar",
+)
+KUBE_KINDS = {
+    ("", "v1", "Service"),
+    ("", "v1", "Pod"),
+    ("", "v1", "Namespace"),
+    ("discovery.k8s.io", "v1", "EndpointSlice"),
+}
+
+
+@dataclass(frozen=True, order=True)
+class ConfigKey:
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind}/{self.namespace}/{self.name}"
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True, eq=False)
+class Config:
+    """One accepted object. ``spec`` is a betterproto2 message (Istio kinds) or a dict (Kubernetes kinds)."""
+
+    key: ConfigKey
+    api_version: str
+    spec: Any
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    source: str = ""  # file path (or other origin) the object came from
+    # Changes whenever the object's content changes; lets consumers skip no-op updates.
+    content_hash: int = 0
+
+    @property
+    def kind(self) -> str:
+        return self.key.kind
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+    @property
+    def name(self) -> str:
+        return self.key.name

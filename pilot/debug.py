@@ -1,0 +1,193 @@
+"""Monitoring HTTP server: /ready, /metrics and istiod-style /debug endpoints. Read-only."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from pilot.xds.names import SHORT_TYPE
+
+if TYPE_CHECKING:
+    from pilot.server import PilotServer
+
+SERVER_KEY: web.AppKey[PilotServer] = web.AppKey("pilot", object)  # type: ignore[arg-type]
+
+
+def _json(request: web.Request, value: Any, status: int = 200) -> web.Response:
+    option = orjson.OPT_INDENT_2 if "pretty" in request.query else 0
+    body = orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS, default=_default)
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, (frozenset, set, tuple)):
+        return list(value)
+    if hasattr(value, "items"):
+        return dict(value.items())
+    return str(value)
+
+
+async def ready(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    if server.ready.is_set():
+        return web.Response(text="ready\n")
+    return web.Response(text="not ready\n", status=503)
+
+
+async def adsz(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    clients = []
+    for conn in sorted(server.discovery.connections.values(), key=lambda c: c.id):
+        proxy = conn.proxy
+        clients.append(
+            {
+                "connectionId": conn.id,
+                "connectedAt": conn.connected_at.isoformat(),
+                "address": conn.address,
+                "labels": dict(proxy.labels) if proxy else {},
+                "metadata": conn.metadata,
+                "watches": {
+                    t: sorted(s.names) if not s.wildcard else ["*"]
+                    for t, s in sorted(conn.state.types.items())
+                    if s.requested
+                },
+            }
+        )
+    return _json(request, {"totalClients": len(clients), "clients": clients})
+
+
+async def syncz(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    out = []
+    for conn in sorted(server.discovery.connections.values(), key=lambda c: c.id):
+        if conn.proxy is None:
+            continue
+        entry: dict[str, Any] = {
+            "cluster_id": "Kubernetes",
+            "proxy": conn.proxy.short_id,
+            "proxy_type": conn.proxy.type.value,
+            "istio_version": str(conn.metadata.get("ISTIO_VERSION", "")),
+        }
+        resources = {}
+        for type_url, short in SHORT_TYPE.items():
+            long = {"cds": "cluster", "eds": "endpoint", "lds": "listener", "rds": "route"}[short]
+            state = conn.state.types.get(type_url)
+            entry[f"{long}_sent"] = state.sent_nonce if state else ""
+            entry[f"{long}_acked"] = state.acked_nonce if state else ""
+            if state and state.requested:
+                resources[type_url] = {
+                    "sent": state.sent_nonce,
+                    "acked": state.acked_nonce,
+                    "lastError": state.last_error,
+                }
+        entry["resources"] = resources
+        out.append(entry)
+    return _json(request, out)
+
+
+async def push_status(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    push = server.discovery.current
+    return _json(request, dict(push.proxy_status) if push else {})
+
+
+async def config_cache(request: web.Request) -> web.Response:
+    cache = request.app[SERVER_KEY].discovery.cache
+    if "clear" in request.query:
+        cache.clear()
+        return web.Response(text="Cache cleared\n")
+    if "sizes" in request.query:
+        sizes = cache.size_bytes()
+        out: dict[str, str] = {t: _human(n) for t, n in sizes.items()}
+        out["total"] = _human(sum(sizes.values()))
+        return _json(request, out)
+    return _json(request, cache.entries())
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f}{unit}" if unit != "B" else f"{n}B"
+        n /= 1000  # type: ignore[assignment]
+    return f"{n}B"
+
+
+async def configz(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    out = []
+    for key, cfg in sorted(server.store.snapshot().items()):
+        spec = cfg.spec.to_dict() if hasattr(cfg.spec, "to_dict") else cfg.spec.get("spec", cfg.spec)
+        meta: dict[str, Any] = {"name": key.name}
+        if key.namespace:
+            meta["namespace"] = key.namespace
+        if cfg.labels:
+            meta["labels"] = cfg.labels
+        out.append({"apiVersion": cfg.api_version, "kind": key.kind, "metadata": meta, "spec": spec})
+    return _json(request, out)
+
+
+async def registryz(request: web.Request) -> web.Response:
+    push = request.app[SERVER_KEY].discovery.current
+    services = [push.services[h] for h in sorted(push.services)] if push else []
+    return _json(request, services)
+
+
+async def endpoint_shardz(request: web.Request) -> web.Response:
+    push = request.app[SERVER_KEY].discovery.current
+    return _json(request, {h: push.endpoints[h] for h in sorted(push.endpoints)} if push else {})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    lines = []
+    counters = dict(server.discovery.counters)
+    counters["pilot_xds"] = len(server.discovery.connections)
+    push = server.discovery.current
+    if push is not None:
+        counters["pilot_services"] = len(push.services)
+        counters["pilot_virt_services"] = len(push.virtual_services)
+    for name, value in sorted(counters.items()):
+        if "{" in name:
+            base, _, label = name.partition("{")
+            key, _, val = label.rstrip("}").partition("=")
+            lines.append(f'{base}{{{key}="{val}"}} {value}')
+        else:
+            lines.append(f"{name} {value}")
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+ENDPOINTS = {
+    "adsz": adsz,
+    "syncz": syncz,
+    "push_status": push_status,
+    "config_cache": config_cache,
+    "cachez": config_cache,
+    "configz": configz,
+    "registryz": registryz,
+    "endpointShardz": endpoint_shardz,
+}
+
+
+async def debug_list(request: web.Request) -> web.Response:
+    return _json(request, sorted(ENDPOINTS))
+
+
+def build_app(server: PilotServer) -> web.Application:
+    app = web.Application()
+    app[SERVER_KEY] = server
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/debug/list", debug_list)
+    for name, handler in ENDPOINTS.items():
+        app.router.add_get(f"/debug/{name}", handler)
+    return app

@@ -1,0 +1,142 @@
+"""Wires the pipeline on one event loop and owns every task it starts.
+
+file source → config store → debouncer → DiscoveryServer (PushContext + push queue) → ADS streams;
+the monitoring HTTP server only reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpclib.server
+from aiohttp import web
+
+from pilot import debug
+from pilot.config.store import ConfigStore
+from pilot.push.debounce import DEFAULT_AFTER, DEFAULT_MAX, Debouncer
+from pilot.push.request import REASON_CONFIG, PushRequest
+from pilot.sources.files import FileSource
+from pilot.xds.server import DiscoveryServer
+
+log = logging.getLogger(__name__)
+
+
+def split_addr(addr: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        return addr or "0.0.0.0", default_port
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+@dataclass
+class ServerOptions:
+    config_dir: Path
+    grpc_addr: str = "0.0.0.0:15010"
+    monitoring_addr: str = "0.0.0.0:15014"
+    domain_suffix: str = "cluster.local"
+    debounce_after: float = DEFAULT_AFTER
+    debounce_max: float = DEFAULT_MAX
+
+
+class PilotServer:
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.store = ConfigStore()
+        self.source = FileSource(options.config_dir, self.store)
+        self.discovery = DiscoveryServer(self.store.snapshot, options.domain_suffix)
+        self.debouncer = Debouncer(
+            self.discovery.push, after=options.debounce_after, max_delay=options.debounce_max
+        )
+        self.store.subscribe(self._on_config_change)
+        self.ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._grpc: grpclib.server.Server | None = None
+        self._http_runner: web.AppRunner | None = None
+        self.grpc_port = 0
+        self.monitoring_port = 0
+
+    def _on_config_change(self, keys: set) -> None:
+        self.debouncer.update(
+            PushRequest(full=True, configs_updated=frozenset(keys), reason=Counter({REASON_CONFIG: len(keys)}))
+        )
+
+    async def start(self) -> None:
+        # Monitoring first, so /ready can answer 503 while the config loads.
+        mon_host, mon_port = split_addr(self.options.monitoring_addr, 15014)
+        app = debug.build_app(self)
+        self._http_runner = web.AppRunner(app, access_log=None)
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, mon_host, mon_port)
+        await site.start()
+        self.monitoring_port = _bound_port(site, mon_port)
+
+        await self.source.initial_load()
+        self.discovery.rebuild()
+
+        grpc_host, grpc_port = split_addr(self.options.grpc_addr, 15010)
+        self._grpc = grpclib.server.Server([self.discovery])
+        await self._grpc.start(grpc_host, grpc_port)
+        sockets = self._grpc._server.sockets if self._grpc._server else ()  # noqa: SLF001 - only way to learn an ephemeral port
+        self.grpc_port = sockets[0].getsockname()[1] if sockets else grpc_port
+
+        self._spawn(self.source.run(), "config-source")
+        self._spawn(self.debouncer.run(), "debounce")
+        self._spawn(self.discovery.send_loop(), "push-sender")
+        self.ready.set()
+        log.info(
+            "pilot ready: xDS gRPC on %s:%d, monitoring on %s:%d, config from %s",
+            grpc_host,
+            self.grpc_port,
+            mon_host,
+            self.monitoring_port,
+            self.options.config_dir,
+        )
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def stop(self) -> None:
+        self.ready.clear()
+        if self._grpc is not None:
+            self._grpc.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._grpc is not None:
+            try:
+                await asyncio.wait_for(self._grpc.wait_closed(), timeout=5)
+            except TimeoutError:
+                log.warning("gRPC server did not close within 5s")
+            self._grpc = None
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+            self._http_runner = None
+
+
+def _bound_port(site: web.TCPSite, fallback: int) -> int:
+    server = site._server  # noqa: SLF001 - aiohttp exposes the port only here
+    if server is not None and getattr(server, "sockets", None):
+        return server.sockets[0].getsockname()[1]
+    return fallback
+
+
+async def serve(options: ServerOptions, stop: asyncio.Event) -> None:
+    server = PilotServer(options)
+    try:
+        await server.start()
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.stop()

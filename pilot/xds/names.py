@@ -1,0 +1,75 @@
+"""istiod's naming conventions for generated Envoy resources, in one place."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+# istiod pushes types in this order so referenced resources exist before their referrers.
+PUSH_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
+# Types whose subscriptions may be wildcard (all resources); the others are always requested by name.
+WILDCARD_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
+
+SHORT_TYPE = {CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", LISTENER_TYPE: "lds", ROUTE_TYPE: "rds"}
+
+BLACKHOLE_CLUSTER = "BlackHoleCluster"
+PASSTHROUGH_CLUSTER = "PassthroughCluster"
+INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughCluster"
+
+VIRTUAL_OUTBOUND_LISTENER = "virtualOutbound"
+VIRTUAL_OUTBOUND_PORT = 15001
+
+# HTTP filter names; the HCM carries them in this order and routes refer to them in typed_per_filter_config.
+FAULT_FILTER = "envoy.filters.http.fault"
+CORS_FILTER = "envoy.filters.http.cors"
+ROUTER_FILTER = "envoy.filters.http.router"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+
+ALLOW_ANY_VHOST = "allow_any"
+BLOCK_ALL_VHOST = "block_all"
+
+
+class ClusterName(NamedTuple):
+    direction: str  # "outbound" | "inbound"
+    port: int
+    subset: str
+    host: str
+
+
+def outbound_cluster(port: int, subset: str, host: str) -> str:
+    """``outbound|<port>|<subset>|<fqdn>`` (Istio's BuildSubsetKey)."""
+    return f"outbound|{port}|{subset}|{host}"
+
+
+def parse_cluster_name(name: str) -> ClusterName | None:
+    parts = name.split("|")
+    if len(parts) != 4 or parts[0] not in ("outbound", "inbound"):
+        return None
+    try:
+        port = int(parts[1])
+    except ValueError:
+        return None
+    return ClusterName(parts[0], port, parts[2], parts[3])
+
+
+def listener_name(bind: str, port: int) -> str:
+    """``<bind>_<port>``, e.g. ``0.0.0.0_8080``."""
+    return f"{bind}_{port}"
+
+
+def gateway_http_route_name(port: int, bind: str = "") -> str:
+    """Gateway HTTP servers share RDS ``http.<port>[.<bind>]``."""
+    return f"http.{port}.{bind}" if bind else f"http.{port}"
+
+
+def sidecar_route_name(port: int) -> str:
+    """Sidecar outbound HTTP routes are named after the port."""
+    return str(port)
+
+
+def vhost_name(host: str, port: int) -> str:
+    return f"{host}:{port}"

@@ -1,0 +1,327 @@
+"""The ADS gRPC server: connections, the push sender loop and the grpclib handler.
+
+Data flow: ``DiscoveryServer.push(request)`` (called by the debouncer) builds a new PushContext and
+enqueues every connection in the PushQueue; the sender loop takes connections off the queue, at most
+``throttle`` at a time, and hands each its request; each connection's own loop generates and sends.
+Protocol decisions (what to answer, what changed) come from the I/O-free StreamState.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Callable, Mapping
+
+import grpclib.const
+import grpclib.exceptions
+import grpclib.server
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
+
+from pilot.config.model import Config, ConfigKey
+from pilot.proxy import Proxy, ProxyIdError, parse_proxy
+from pilot.push.context import PushContext
+from pilot.push.queue import PushQueue
+from pilot.push.request import REASON_PROXY_REQUEST, PushRequest
+from pilot.xds.generate import XdsCache, generate
+from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, PUSH_ORDER, SHORT_TYPE, WILDCARD_TYPES
+from pilot.xds.stream import Decision, RequestKind, StreamState
+
+log = logging.getLogger(__name__)
+
+ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+DELTA_ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+
+
+def default_throttle() -> int:
+    """istiod's PILOT_PUSH_THROTTLE auto value: min(15 + 5 * cores, 100)."""
+    configured = int(os.environ.get("PILOT_PUSH_THROTTLE", "0") or 0)
+    if configured > 0:
+        return configured
+    return min(15 + 5 * (os.cpu_count() or 1), 100)
+
+
+class Connection:
+    """One ADS stream. Its loop handles requests first, then at most one pending push."""
+
+    REQUEST_BUFFER = 32
+
+    def __init__(self, server: DiscoveryServer, stream: grpclib.server.Stream, conn_number: int) -> None:
+        self.server = server
+        self.stream = stream
+        self.number = conn_number
+        self.proxy: Proxy | None = None
+        self.id = ""
+        self.state = StreamState(nonce_prefix="")
+        self.connected_at = datetime.now(timezone.utc)
+        peer = stream.peer.addr() if stream.peer else None
+        self.address = f"{peer[0]}:{peer[1]}" if peer else ""
+        self.metadata: dict[str, object] = {}
+        self._requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue(self.REQUEST_BUFFER)
+        self._push: PushRequest | None = None
+        self._push_done: Callable[[], None] | None = None
+        self._wakeup = asyncio.Event()
+        self.last_push: PushContext | None = None
+
+    # Called by the sender loop; never blocks.
+    def deliver(self, request: PushRequest, done: Callable[[], None]) -> None:
+        self._push = request
+        self._push_done = done
+        self._wakeup.set()
+
+    async def _read(self) -> None:
+        try:
+            async for request in self.stream:
+                await self._requests.put(request)
+                self._wakeup.set()
+        finally:
+            await self._requests.put(None)
+            self._wakeup.set()
+
+    async def serve(self) -> None:
+        reader = asyncio.create_task(self._read(), name=f"xds-read-{self.number}")
+        try:
+            while True:
+                if not self._requests.empty():
+                    request = self._requests.get_nowait()
+                    if request is None:
+                        if reader.done() and reader.exception() is not None:
+                            raise reader.exception()  # type: ignore[misc]
+                        return
+                    await self._handle_request(request)
+                    continue
+                if self._push is not None:
+                    push_request, done = self._push, self._push_done
+                    self._push, self._push_done = None, None
+                    try:
+                        await self._handle_push(push_request)
+                    finally:
+                        if done is not None:
+                            done()
+                    continue
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        finally:
+            reader.cancel()
+            if self._push_done is not None:
+                self._push_done()
+                self._push_done = None
+                self._push = None
+
+    async def _handle_request(self, request: discovery_pb2.DiscoveryRequest) -> None:
+        if self.proxy is None:
+            self._initialize(request)
+        decision = self.state.on_request(request)
+        self.server.on_request_decision(self, decision, request)
+        if not decision.respond:
+            return
+        push = self.server.current
+        if push is None:
+            return
+        only = decision.added if decision.type_url not in WILDCARD_TYPES else frozenset()
+        sent = await self._send_type(decision.type_url, push, only=only)
+        if sent and decision.type_url == CLUSTER_TYPE and self.state.watched(ENDPOINT_TYPE):
+            await self._send_type(ENDPOINT_TYPE, push, force=True)
+
+    def _initialize(self, request: discovery_pb2.DiscoveryRequest) -> None:
+        if not request.HasField("node") or not request.node.id:
+            raise grpclib.exceptions.GRPCError(
+                grpclib.const.Status.INVALID_ARGUMENT, "first request on the stream must carry node.id"
+            )
+        metadata = json_format.MessageToDict(request.node.metadata) if request.node.HasField("metadata") else {}
+        try:
+            self.proxy = parse_proxy(request.node.id, metadata, request.node.cluster)
+        except ProxyIdError as exc:
+            raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
+        self.metadata = metadata
+        self.id = f"{self.proxy.short_id}-{self.number}"
+        self.server.register(self)
+        log.info("ADS: new connection for node %s (%s)", self.proxy.id, self.id)
+
+    async def _handle_push(self, request: PushRequest) -> None:
+        if self.proxy is None:
+            return
+        push = request.push or self.server.current
+        if push is None:
+            return
+        cds_sent = False
+        for type_url in PUSH_ORDER:
+            if not self.state.watched(type_url):
+                continue
+            force = type_url == ENDPOINT_TYPE and cds_sent
+            sent = await self._send_type(type_url, push, force=force)
+            if type_url == CLUSTER_TYPE:
+                cds_sent = sent
+        self.server.record_convergence(request)
+
+    async def _send_type(
+        self,
+        type_url: str,
+        push: PushContext,
+        *,
+        only: frozenset[str] | None = None,
+        force: bool = False,
+    ) -> bool:
+        assert self.proxy is not None
+        started = time.monotonic()
+        wildcard, names = self.state.subscription(type_url)
+        resources = generate(self.server.cache, type_url, self.proxy, push, () if wildcard else names)
+        response = self.state.prepare_response(
+            type_url, resources, push.version, only=only, force=force, now=time.time()
+        )
+        self.last_push = push
+        if response is None:
+            return False
+        try:
+            await asyncio.wait_for(self.stream.send_message(response), timeout=self.server.send_timeout)
+        except TimeoutError:
+            self.server.counters["pilot_xds_write_timeout"] += 1
+            log.warning("ADS: %s send of %s timed out; closing the stream", self.id, SHORT_TYPE.get(type_url))
+            raise grpclib.exceptions.GRPCError(grpclib.const.Status.DEADLINE_EXCEEDED, "send timed out") from None
+        self.server.counters[f"pilot_xds_pushes{{type={SHORT_TYPE.get(type_url, type_url)}}}"] += 1
+        log.debug(
+            "ADS: %s pushed %s %d resources version %s in %.1fms",
+            self.id,
+            SHORT_TYPE.get(type_url, type_url),
+            len(response.resources),
+            push.version,
+            (time.monotonic() - started) * 1e3,
+        )
+        return True
+
+
+class DiscoveryServer:
+    def __init__(
+        self,
+        snapshot: Callable[[], Mapping[ConfigKey, Config]],
+        domain_suffix: str = "cluster.local",
+        *,
+        throttle: int | None = None,
+        send_timeout: float | None = None,
+    ) -> None:
+        self._snapshot = snapshot
+        self.domain_suffix = domain_suffix
+        self.current: PushContext | None = None
+        self.connections: dict[str, Connection] = {}
+        self.queue: PushQueue[Connection] = PushQueue()
+        self.throttle = throttle or default_throttle()
+        self.send_timeout = send_timeout or float(os.environ.get("PILOT_XDS_SEND_TIMEOUT", "10") or 10)
+        self.cache = XdsCache(int(os.environ.get("PILOT_XDS_CACHE_SIZE", "4096") or 4096))
+        self.counters: Counter[str] = Counter()
+        self._versions = itertools.count(1)
+        self._conn_numbers = itertools.count(1)
+        self.previous_push_status: Mapping[str, object] = {}
+        self.push_listeners: list[Callable[[PushContext], None]] = []
+
+    # ----- push side -----
+
+    def next_version(self) -> str:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{stamp}/{next(self._versions)}"
+
+    def rebuild(self) -> PushContext:
+        """Build a new PushContext from the current config snapshot and make it current."""
+        started = time.monotonic()
+        if self.current is not None:
+            self.previous_push_status = self.current.proxy_status
+        push = PushContext.build(self.next_version(), self._snapshot(), self.domain_suffix)
+        self.current = push
+        self.cache.clear()  # entries are keyed by version; clearing just frees memory early
+        self.counters["pilot_pushcontext_init"] += 1
+        log.debug("PushContext %s built in %.1fms", push.version, (time.monotonic() - started) * 1e3)
+        for listener in self.push_listeners:
+            listener(push)
+        return push
+
+    async def push(self, request: PushRequest) -> None:
+        """Debouncer callback: new snapshot, then every connection gets the request."""
+        push = self.rebuild()
+        request.push = push
+        for reason, count in request.reason.items():
+            self.counters[f"pilot_push_triggers{{type={reason}}}"] += count
+        for conn in list(self.connections.values()):
+            self.queue.enqueue(conn, request)
+
+    async def send_loop(self) -> None:
+        slots = asyncio.Semaphore(self.throttle)
+        while True:
+            await slots.acquire()
+            try:
+                conn, request = await self.queue.dequeue()
+            except BaseException:
+                slots.release()
+                raise
+            if conn.id not in self.connections:
+                self.queue.remove(conn)
+                slots.release()
+                continue
+
+            def done(conn: Connection = conn) -> None:
+                self.queue.mark_done(conn)
+                slots.release()
+
+            conn.deliver(request, done)
+
+    def record_convergence(self, request: PushRequest) -> None:
+        self.counters["pilot_proxy_convergence"] += 1
+
+    # ----- connection side -----
+
+    def register(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+
+    def unregister(self, conn: Connection) -> None:
+        if self.connections.get(conn.id) is conn:
+            del self.connections[conn.id]
+        self.queue.remove(conn)
+
+    def on_request_decision(
+        self, conn: Connection, decision: Decision, request: discovery_pb2.DiscoveryRequest
+    ) -> None:
+        short = SHORT_TYPE.get(decision.type_url, decision.type_url)
+        if decision.kind is RequestKind.NACK:
+            self.counters[f"pilot_total_xds_rejects{{type={short}}}"] += 1
+            log.warning(
+                "ADS:%s: ACK ERROR %s %s", short.upper(), conn.id, request.error_detail.message.replace("\n", " ")
+            )
+        elif decision.kind is RequestKind.STALE:
+            self.counters[f"pilot_xds_expired_nonce{{type={short}}}"] += 1
+            log.debug("ADS:%s: %s stale nonce %s ignored", short.upper(), conn.id, request.response_nonce)
+
+    async def stream_aggregated_resources(self, stream: grpclib.server.Stream) -> None:
+        conn = Connection(self, stream, next(self._conn_numbers))
+        try:
+            await conn.serve()
+        except (asyncio.CancelledError, ConnectionError, grpclib.exceptions.StreamTerminatedError):
+            pass
+        finally:
+            self.unregister(conn)
+            if conn.id:
+                log.info("ADS: connection %s closed", conn.id)
+
+    async def delta_aggregated_resources(self, stream: grpclib.server.Stream) -> None:
+        raise grpclib.exceptions.GRPCError(grpclib.const.Status.UNIMPLEMENTED, "delta xDS is not supported yet")
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        return {
+            ADS_METHOD: grpclib.const.Handler(
+                self.stream_aggregated_resources,
+                grpclib.const.Cardinality.STREAM_STREAM,
+                discovery_pb2.DiscoveryRequest,
+                discovery_pb2.DiscoveryResponse,
+            ),
+            DELTA_ADS_METHOD: grpclib.const.Handler(
+                self.delta_aggregated_resources,
+                grpclib.const.Cardinality.STREAM_STREAM,
+                discovery_pb2.DeltaDiscoveryRequest,
+                discovery_pb2.DeltaDiscoveryResponse,
+            ),
+        }
+
+    def request_full_push(self, reason: str = REASON_PROXY_REQUEST) -> PushRequest:
+        return PushRequest(full=True, reason=Counter({reason: 1}))

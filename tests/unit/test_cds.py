@@ -1,0 +1,500 @@
+"""CDS generator: cluster names and types, DestinationRule policies, subsets, determinism."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from pilot.config.validation import check
+
+from pilot.config.model import Config, ConfigKey
+from pilot.proxy import Proxy, parse_proxy
+from pilot.push.context import PushContext
+from pilot.registry.model import Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints
+from pilot.xds import cds, names
+
+Cluster = cluster_pb2.Cluster
+MAX_UINT32 = 2**32 - 1
+REVIEWS = "reviews.default.svc.cluster.local"
+RATINGS = "ratings.other.svc.cluster.local"
+
+
+def config(kind: str, namespace: str, name: str, spec: dict[str, Any]) -> Config:
+    typed, errors = check(kind, spec, namespace)
+    assert not errors, errors
+    return Config(key=ConfigKey(kind, namespace, name), api_version="networking.istio.io/v1", spec=typed)
+
+
+def push_of(services: list[Service], endpoints: list[ServiceEndpoints] = (), configs: list[Config] = ()) -> PushContext:
+    return PushContext(
+        version="1",
+        domain_suffix="cluster.local",
+        configs={c.key: c for c in configs},
+        services={s.hostname: s for s in services},
+        endpoints={e.hostname: e for e in endpoints},
+    )
+
+
+def sidecar(namespace: str = "default", labels: dict[str, str] | None = None) -> Proxy:
+    return parse_proxy(
+        f"sidecar~10.0.0.9~app-1.{namespace}~{namespace}.svc.cluster.local",
+        {"NAMESPACE": namespace, "LABELS": labels or {"app": "app"}},
+    )
+
+
+def router(namespace: str = "istio-system") -> Proxy:
+    return parse_proxy(
+        f"router~10.0.0.8~gw-1.{namespace}~{namespace}.svc.cluster.local",
+        {"NAMESPACE": namespace, "LABELS": {"istio": "ingressgateway"}},
+    )
+
+
+def reviews(*ports: Port, resolution: Resolution = Resolution.STATIC) -> Service:
+    return Service(
+        REVIEWS, "default", ports or (Port("http", 9080, Protocol.HTTP),), resolution, addresses=("10.96.0.10",)
+    )
+
+
+def by_name(clusters: list[Cluster]) -> dict[str, Cluster]:
+    return {c.name: c for c in clusters}
+
+
+def dr(spec: dict[str, Any], namespace: str = "default", name: str = "reviews") -> Config:
+    return config("DestinationRule", namespace, name, {"host": "reviews", **spec})
+
+
+# ----- names and types -----
+
+
+def test_static_service_gets_eds_cluster_with_istio_defaults() -> None:
+    clusters = cds.build_clusters(sidecar(), push_of([reviews()]))
+    assert [c.name for c in clusters] == [
+        f"outbound|9080||{REVIEWS}",
+        names.BLACKHOLE_CLUSTER,
+        names.PASSTHROUGH_CLUSTER,
+    ]
+    c = clusters[0]
+    assert c.type == Cluster.EDS
+    assert c.eds_cluster_config.service_name == c.name
+    assert c.eds_cluster_config.eds_config.HasField("ads")
+    assert c.eds_cluster_config.eds_config.resource_api_version == 2  # V3
+    assert c.connect_timeout.seconds == 10
+    assert c.lb_policy == Cluster.LEAST_REQUEST
+    (threshold,) = c.circuit_breakers.thresholds
+    assert threshold.max_connections.value == MAX_UINT32
+    assert threshold.max_pending_requests.value == MAX_UINT32
+    assert threshold.max_requests.value == MAX_UINT32
+    assert threshold.max_retries.value == MAX_UINT32
+    assert threshold.track_remaining
+    assert not c.HasField("outlier_detection")
+    assert not c.HasField("transport_socket")
+    assert not c.typed_extension_protocol_options
+
+
+def test_special_clusters() -> None:
+    clusters = by_name(cds.build_clusters(sidecar(), push_of([])))
+    assert list(clusters) == [names.BLACKHOLE_CLUSTER, names.PASSTHROUGH_CLUSTER]
+    blackhole = clusters[names.BLACKHOLE_CLUSTER]
+    assert blackhole.type == Cluster.STATIC
+    assert not blackhole.load_assignment.endpoints
+    passthrough = clusters[names.PASSTHROUGH_CLUSTER]
+    assert passthrough.type == Cluster.ORIGINAL_DST
+    assert passthrough.lb_policy == Cluster.CLUSTER_PROVIDED
+
+
+def test_dns_service_gets_strict_dns_with_hostname_when_no_endpoints() -> None:
+    svc = Service("api.example.com", "default", (Port("https", 443, Protocol.TLS),), Resolution.DNS)
+    c = by_name(cds.build_clusters(sidecar(), push_of([svc])))["outbound|443||api.example.com"]
+    assert c.type == Cluster.STRICT_DNS
+    assert c.dns_lookup_family == Cluster.V4_ONLY
+    assert c.lb_policy == Cluster.LEAST_REQUEST
+    assert c.load_assignment.cluster_name == c.name
+    (group,) = c.load_assignment.endpoints
+    (lb,) = group.lb_endpoints
+    assert lb.endpoint.address.socket_address.address == "api.example.com"
+    assert lb.endpoint.address.socket_address.port_value == 443
+
+
+def test_dns_service_uses_its_endpoints_and_subset_labels() -> None:
+    svc = Service("db.example.com", "default", (Port("tcp", 5432, Protocol.TCP),), Resolution.DNS)
+    eps = ServiceEndpoints(
+        "db.example.com",
+        {
+            "tcp": (
+                Endpoint("db-a.example.com", 6432, "tcp", {"role": "primary"}),
+                Endpoint("db-b.example.com", 6432, "tcp", {"role": "replica"}),
+            )
+        },
+    )
+    rule = config(
+        "DestinationRule",
+        "default",
+        "db",
+        {"host": "db.example.com", "subsets": [{"name": "primary", "labels": {"role": "primary"}}]},
+    )
+    clusters = by_name(cds.build_clusters(sidecar(), push_of([svc], [eps], [rule])))
+
+    def addresses(name: str) -> list[str]:
+        return [
+            lb.endpoint.address.socket_address.address
+            for group in clusters[name].load_assignment.endpoints
+            for lb in group.lb_endpoints
+        ]
+
+    assert addresses("outbound|5432||db.example.com") == ["db-a.example.com", "db-b.example.com"]
+    assert addresses("outbound|5432|primary|db.example.com") == ["db-a.example.com"]
+    assert clusters["outbound|5432|primary|db.example.com"].type == Cluster.STRICT_DNS
+
+
+def test_none_resolution_is_original_dst_for_sidecars_and_eds_for_gateways() -> None:
+    svc = reviews(resolution=Resolution.NONE)
+    name = f"outbound|9080||{REVIEWS}"
+    c = by_name(cds.build_clusters(sidecar(), push_of([svc])))[name]
+    assert c.type == Cluster.ORIGINAL_DST
+    assert c.lb_policy == Cluster.CLUSTER_PROVIDED
+    assert not c.HasField("eds_cluster_config")
+    gw = by_name(cds.build_clusters(router(), push_of([svc])))[name]
+    assert gw.type == Cluster.EDS
+
+
+def test_subset_clusters_and_subset_policy_override() -> None:
+    rule = dr(
+        {
+            "trafficPolicy": {
+                "loadBalancer": {"simple": "ROUND_ROBIN"},
+                "connectionPool": {"tcp": {"maxConnections": 7}},
+            },
+            "subsets": [
+                {"name": "v1", "labels": {"version": "v1"}},
+                {
+                    "name": "v2",
+                    "labels": {"version": "v2"},
+                    "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}},
+                },
+            ],
+        }
+    )
+    clusters = by_name(cds.build_clusters(sidecar(), push_of([reviews()], configs=[rule])))
+    assert [n for n in clusters if n.startswith("outbound")] == [
+        f"outbound|9080||{REVIEWS}",
+        f"outbound|9080|v1|{REVIEWS}",
+        f"outbound|9080|v2|{REVIEWS}",
+    ]
+    assert clusters[f"outbound|9080||{REVIEWS}"].lb_policy == Cluster.ROUND_ROBIN
+    assert clusters[f"outbound|9080|v1|{REVIEWS}"].lb_policy == Cluster.ROUND_ROBIN
+    v2 = clusters[f"outbound|9080|v2|{REVIEWS}"]
+    assert v2.lb_policy == Cluster.RANDOM
+    # Blocks the subset does not set are inherited from the top level.
+    assert v2.circuit_breakers.thresholds[0].max_connections.value == 7
+    assert v2.eds_cluster_config.service_name == v2.name
+
+
+def test_port_level_settings_replace_the_top_level_policy_for_their_port() -> None:
+    svc = reviews(Port("http", 9080, Protocol.HTTP), Port("admin", 9081, Protocol.HTTP))
+    rule = dr(
+        {
+            "trafficPolicy": {
+                "loadBalancer": {"simple": "ROUND_ROBIN"},
+                "connectionPool": {"tcp": {"maxConnections": 7}},
+                "portLevelSettings": [{"port": {"number": 9081}, "loadBalancer": {"simple": "RANDOM"}}],
+            }
+        }
+    )
+    clusters = by_name(cds.build_clusters(sidecar(), push_of([svc], configs=[rule])))
+    main = clusters[f"outbound|9080||{REVIEWS}"]
+    admin = clusters[f"outbound|9081||{REVIEWS}"]
+    assert main.lb_policy == Cluster.ROUND_ROBIN
+    assert main.circuit_breakers.thresholds[0].max_connections.value == 7
+    assert admin.lb_policy == Cluster.RANDOM
+    assert admin.circuit_breakers.thresholds[0].max_connections.value == MAX_UINT32
+
+
+@pytest.mark.parametrize(
+    ("simple", "policy"),
+    [
+        ("ROUND_ROBIN", Cluster.ROUND_ROBIN),
+        ("LEAST_CONN", Cluster.LEAST_REQUEST),
+        ("LEAST_REQUEST", Cluster.LEAST_REQUEST),
+        ("RANDOM", Cluster.RANDOM),
+    ],
+)
+def test_simple_load_balancer(simple: str, policy: int) -> None:
+    rule = dr({"trafficPolicy": {"loadBalancer": {"simple": simple}}})
+    (c, *_) = cds.build_clusters(sidecar(), push_of([reviews()], configs=[rule]))
+    assert c.lb_policy == policy
+    assert c.type == Cluster.EDS
+
+
+def test_passthrough_load_balancer_makes_original_dst() -> None:
+    rule = dr({"trafficPolicy": {"loadBalancer": {"simple": "PASSTHROUGH"}}})
+    (c, *_) = cds.build_clusters(sidecar(), push_of([reviews()], configs=[rule]))
+    assert c.type == Cluster.ORIGINAL_DST
+    assert c.lb_policy == Cluster.CLUSTER_PROVIDED
+    assert not c.HasField("eds_cluster_config")
+
+
+def test_consistent_hash_ring_hash_and_maglev() -> None:
+    rule = dr(
+        {
+            "trafficPolicy": {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}},
+            "subsets": [
+                {
+                    "name": "ring",
+                    "labels": {"v": "1"},
+                    "trafficPolicy": {
+                        "loadBalancer": {"consistentHash": {"useSourceIp": True, "ringHash": {"minimumRingSize": 64}}}
+                    },
+                },
+                {
+                    "name": "maglev",
+                    "labels": {"v": "2"},
+                    "trafficPolicy": {
+                        "loadBalancer": {"consistentHash": {"useSourceIp": True, "maglev": {"tableSize": 65537}}}
+                    },
+                },
+            ],
+        }
+    )
+    clusters = by_name(cds.build_clusters(sidecar(), push_of([reviews()], configs=[rule])))
+    default = clusters[f"outbound|9080||{REVIEWS}"]
+    assert default.lb_policy == Cluster.RING_HASH
+    assert default.ring_hash_lb_config.minimum_ring_size.value == 1024
+    ring = clusters[f"outbound|9080|ring|{REVIEWS}"]
+    assert ring.lb_policy == Cluster.RING_HASH
+    assert ring.ring_hash_lb_config.minimum_ring_size.value == 64
+    maglev = clusters[f"outbound|9080|maglev|{REVIEWS}"]
+    assert maglev.lb_policy == Cluster.MAGLEV
+    assert maglev.maglev_lb_config.table_size.value == 65537
+
+
+def test_connection_pool_maps_to_circuit_breakers_and_timeouts() -> None:
+    rule = dr(
+        {
+            "trafficPolicy": {
+                "connectionPool": {
+                    "tcp": {"maxConnections": 100, "connectTimeout": "250ms"},
+                    "http": {
+                        "http1MaxPendingRequests": 10,
+                        "http2MaxRequests": 1000,
+                        "maxRetries": 3,
+                        "maxRequestsPerConnection": 5,
+                        "idleTimeout": "30s",
+                    },
+                }
+            }
+        }
+    )
+    (c, *_) = cds.build_clusters(sidecar(), push_of([reviews()], configs=[rule]))
+    assert (c.connect_timeout.seconds, c.connect_timeout.nanos) == (0, 250_000_000)
+    (threshold,) = c.circuit_breakers.thresholds
+    assert threshold.max_connections.value == 100
+    assert threshold.max_pending_requests.value == 10
+    assert threshold.max_requests.value == 1000
+    assert threshold.max_retries.value == 3
+    assert threshold.track_remaining
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    c.typed_extension_protocol_options[cds.HTTP_PROTOCOL_OPTIONS_KEY].Unpack(options)
+    assert options.common_http_protocol_options.idle_timeout.seconds == 30
+    assert options.common_http_protocol_options.max_requests_per_connection.value == 5
+    assert options.explicit_http_config.HasField("http_protocol_options")
+
+
+def test_outlier_detection() -> None:
+    rule = dr(
+        {
+            "trafficPolicy": {
+                "outlierDetection": {
+                    "consecutive5xxErrors": 5,
+                    "consecutiveGatewayErrors": 3,
+                    "interval": "10s",
+                    "baseEjectionTime": "30s",
+                    "maxEjectionPercent": 50,
+                }
+            }
+        }
+    )
+    (c, *_) = cds.build_clusters(sidecar(), push_of([reviews()], configs=[rule]))
+    out = c.outlier_detection
+    assert out.consecutive_5xx.value == 5
+    assert out.enforcing_consecutive_5xx.value == 100
+    assert out.consecutive_gateway_failure.value == 3
+    assert out.enforcing_consecutive_gateway_failure.value == 100
+    assert out.HasField("enforcing_success_rate") and out.enforcing_success_rate.value == 0
+    assert out.interval.seconds == 10
+    assert out.base_ejection_time.seconds == 30
+    assert out.max_ejection_percent.value == 50
+    assert c.common_lb_config.healthy_panic_threshold.value == 0.0
+
+
+@pytest.mark.parametrize("protocol", [Protocol.HTTP2, Protocol.GRPC])
+def test_http2_ports_get_explicit_http2(protocol: Protocol) -> None:
+    svc = reviews(Port("grpc", 9090, protocol))
+    (c, *_) = cds.build_clusters(sidecar(), push_of([svc]))
+    assert set(c.typed_extension_protocol_options) == {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions"}
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    assert c.typed_extension_protocol_options[cds.HTTP_PROTOCOL_OPTIONS_KEY].Unpack(options)
+    assert options.explicit_http_config.HasField("http2_protocol_options")
+
+
+def test_h2_upgrade_policy_and_use_client_protocol() -> None:
+    rule = dr(
+        {
+            "trafficPolicy": {"connectionPool": {"http": {"h2UpgradePolicy": "UPGRADE"}}},
+            "subsets": [
+                {
+                    "name": "client",
+                    "labels": {"v": "1"},
+                    "trafficPolicy": {"connectionPool": {"http": {"useClientProtocol": True}}},
+                }
+            ],
+        }
+    )
+    clusters = by_name(cds.build_clusters(sidecar(), push_of([reviews()], configs=[rule])))
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    clusters[f"outbound|9080||{REVIEWS}"].typed_extension_protocol_options[cds.HTTP_PROTOCOL_OPTIONS_KEY].Unpack(
+        options
+    )
+    assert options.explicit_http_config.HasField("http2_protocol_options")
+    clusters[f"outbound|9080|client|{REVIEWS}"].typed_extension_protocol_options[cds.HTTP_PROTOCOL_OPTIONS_KEY].Unpack(
+        options
+    )
+    assert options.HasField("use_downstream_protocol_config")
+
+
+def test_tls_simple_sets_upstream_tls_context_and_istio_mutual_is_left_out() -> None:
+    rule = dr(
+        {
+            "trafficPolicy": {"tls": {"mode": "SIMPLE", "sni": "reviews.example.com"}},
+            "subsets": [
+                {"name": "plain", "labels": {"v": "1"}, "trafficPolicy": {"tls": {"mode": "DISABLE"}}},
+                {"name": "mesh", "labels": {"v": "2"}, "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}},
+            ],
+        }
+    )
+    clusters = by_name(cds.build_clusters(sidecar(), push_of([reviews()], configs=[rule])))
+    tls = clusters[f"outbound|9080||{REVIEWS}"].transport_socket
+    assert tls.name == "envoy.transport_sockets.tls"
+    context = tls_pb2.UpstreamTlsContext()
+    assert tls.typed_config.Unpack(context)
+    assert context.sni == "reviews.example.com"
+    assert not clusters[f"outbound|9080|plain|{REVIEWS}"].HasField("transport_socket")
+    assert not clusters[f"outbound|9080|mesh|{REVIEWS}"].HasField("transport_socket")
+
+
+def test_tls_simple_defaults_sni_to_the_host() -> None:
+    rule = dr({"trafficPolicy": {"tls": {"mode": "SIMPLE"}}})
+    (c, *_) = cds.build_clusters(sidecar(), push_of([reviews()], configs=[rule]))
+    context = tls_pb2.UpstreamTlsContext()
+    c.transport_socket.typed_config.Unpack(context)
+    assert context.sni == REVIEWS
+
+
+# ----- visibility -----
+
+
+def _two_namespaces() -> list[Service]:
+    return [reviews(), Service(RATINGS, "other", (Port("http", 9080, Protocol.HTTP),))]
+
+
+def test_sidecar_egress_hosts_limit_the_clusters() -> None:
+    sc = config("Sidecar", "default", "default", {"egress": [{"hosts": ["./*"]}]})
+    clusters = cds.build_clusters(sidecar(), push_of(_two_namespaces(), configs=[sc]))
+    assert [c.name for c in clusters if c.name.startswith("outbound")] == [f"outbound|9080||{REVIEWS}"]
+    no_sidecar = cds.build_clusters(sidecar(), push_of(_two_namespaces()))
+    assert [c.name for c in no_sidecar if c.name.startswith("outbound")] == [
+        f"outbound|9080||{RATINGS}",
+        f"outbound|9080||{REVIEWS}",
+    ]
+
+
+def test_sidecar_egress_union_has_one_cluster_per_name() -> None:
+    sc = config(
+        "Sidecar",
+        "default",
+        "default",
+        {
+            "egress": [
+                {"port": {"number": 9080, "protocol": "HTTP", "name": "http"}, "hosts": ["*/*"]},
+                {"hosts": ["./*", "other/*"]},
+            ]
+        },
+    )
+    names_ = [c.name for c in cds.build_clusters(sidecar(), push_of(_two_namespaces(), configs=[sc]))]
+    assert len(names_) == len(set(names_))
+    assert f"outbound|9080||{RATINGS}" in names_ and f"outbound|9080||{REVIEWS}" in names_
+
+
+def test_router_sees_services_exported_to_its_namespace() -> None:
+    hidden = Service(
+        "private.default.svc.cluster.local", "default", (Port("http", 80, Protocol.HTTP),), export_to=(".",)
+    )
+    clusters = cds.build_clusters(router(), push_of([*_two_namespaces(), hidden]))
+    assert [c.name for c in clusters if c.name.startswith("outbound")] == [
+        f"outbound|9080||{RATINGS}",
+        f"outbound|9080||{REVIEWS}",
+    ]
+
+
+def test_deterministic_output() -> None:
+    rule = dr(
+        {
+            "trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": 2}},
+            "subsets": [{"name": "b", "labels": {"v": "b"}}, {"name": "a", "labels": {"v": "a"}}],
+        }
+    )
+    services = [
+        *_two_namespaces(),
+        Service("x.example.com", "default", (Port("tcp", 1, Protocol.TCP),), Resolution.DNS),
+    ]
+    first = [c.SerializeToString() for c in cds.build_clusters(sidecar(), push_of(services, configs=[rule]))]
+    second = [
+        c.SerializeToString() for c in cds.build_clusters(sidecar(), push_of(list(reversed(services)), configs=[rule]))
+    ]
+    assert first == second
+
+
+def test_service_entries_through_push_context_build() -> None:
+    configs = [
+        config(
+            "ServiceEntry",
+            "default",
+            "external",
+            {
+                "hosts": ["api.example.com"],
+                "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+                "resolution": "DNS",
+            },
+        ),
+        config(
+            "ServiceEntry",
+            "default",
+            "static",
+            {
+                "hosts": ["vm.internal"],
+                "addresses": ["240.0.0.1"],
+                "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}],
+                "resolution": "STATIC",
+                "endpoints": [{"address": "10.2.0.1", "labels": {"version": "v1"}}],
+            },
+        ),
+        config(
+            "DestinationRule",
+            "default",
+            "vm",
+            {"host": "vm.internal", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]},
+        ),
+    ]
+    push = PushContext.build("1", {c.key: c for c in configs}, "cluster.local")
+    clusters = by_name(cds.build_clusters(sidecar(), push))
+    assert [n for n in clusters if n.startswith("outbound")] == [
+        "outbound|443||api.example.com",
+        "outbound|8080||vm.internal",
+        "outbound|8080|v1|vm.internal",
+    ]
+    dns = clusters["outbound|443||api.example.com"]
+    assert dns.type == Cluster.STRICT_DNS
+    assert dns.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "api.example.com"
+    assert clusters["outbound|8080|v1|vm.internal"].type == Cluster.EDS
