@@ -99,8 +99,14 @@ def main() -> None:
     configs = {c.key: c for c in result.configs}  # type: ignore[union-attr]
     t_ctx, push = median_time(lambda: PushContext.build("bench", configs, "cluster.local"), args.repeat)
     sidecar = parse_proxy("sidecar~10.0.0.1~app-1.default~default.svc.cluster.local", {"LABELS": {"app": "a"}})
-    router = parse_proxy("router~10.0.0.2~gw-1.default~default.svc.cluster.local", {"LABELS": {"istio": "ingressgateway"}})
-    cluster_names = [outbound_cluster(80, s, f"svc{i}.ns{i % 20}.example.com") for i in range(args.services) for s in ("", "v1", "v2")]
+    router = parse_proxy(
+        "router~10.0.0.2~gw-1.default~default.svc.cluster.local", {"LABELS": {"istio": "ingressgateway"}}
+    )
+    cluster_names = [
+        outbound_cluster(80, s, f"svc{i}.ns{i % 20}.example.com")
+        for i in range(args.services)
+        for s in ("", "v1", "v2")
+    ]
 
     rows = [("load+validate YAML", t_load, len(configs)), ("PushContext.build", t_ctx, len(push.services))]  # type: ignore[union-attr]
     for label, proxy in (("sidecar", sidecar), ("router", router)):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import yaml
 
@@ -57,9 +58,7 @@ def build_bootstrap(
                                 "lb_endpoints": [
                                     {
                                         "endpoint": {
-                                            "address": {
-                                                "socket_address": {"address": xds_host, "port_value": xds_port}
-                                            }
+                                            "address": {"socket_address": {"address": xds_host, "port_value": xds_port}}
                                         }
                                     }
                                 ]

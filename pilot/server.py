@@ -49,10 +49,7 @@ class PilotServer:
         self.store = ConfigStore()
         self.source = FileSource(options.config_dir, self.store)
         self.discovery = DiscoveryServer(self.store.snapshot, options.domain_suffix)
-        self.debouncer = Debouncer(
-            self.discovery.push, after=options.debounce_after, max_delay=options.debounce_max
-        )
-        self.store.subscribe(self._on_config_change)
+        self.debouncer = Debouncer(self.discovery.push, after=options.debounce_after, max_delay=options.debounce_max)
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpclib.server.Server | None = None
@@ -76,12 +73,14 @@ class PilotServer:
         self.monitoring_port = _bound_port(site, mon_port)
 
         await self.source.initial_load()
+        # The first snapshot covers the initial load; only later changes go through the debouncer.
         self.discovery.rebuild()
+        self.store.subscribe(self._on_config_change)
 
         grpc_host, grpc_port = split_addr(self.options.grpc_addr, 15010)
         self._grpc = grpclib.server.Server([self.discovery])
         await self._grpc.start(grpc_host, grpc_port)
-        sockets = self._grpc._server.sockets if self._grpc._server else ()  # noqa: SLF001 - only way to learn an ephemeral port
+        sockets = self._grpc._server.sockets if self._grpc._server else ()
         self.grpc_port = sockets[0].getsockname()[1] if sockets else grpc_port
 
         self._spawn(self.source.run(), "config-source")
@@ -126,7 +125,7 @@ class PilotServer:
 
 
 def _bound_port(site: web.TCPSite, fallback: int) -> int:
-    server = site._server  # noqa: SLF001 - aiohttp exposes the port only here
+    server = site._server
     if server is not None and getattr(server, "sockets", None):
         return server.sockets[0].getsockname()[1]
     return fallback

@@ -127,7 +127,7 @@ def _wrong(path: str, errs: list[FieldError], expected: str, value: Any) -> _Bad
     return _BAD
 
 
-# --- scalars -------------------------------------------------------------------------------------------------
+# --- scalars ------------------------------------------------------------------------------------------------------
 
 _INT_STR = re.compile(r"-?[0-9]+")
 
@@ -179,6 +179,7 @@ def _int_conv(proto_type: str) -> _Conv:
     return conv
 
 
+_FLOAT_STR = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _FLOAT_WORDS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -190,12 +191,8 @@ def _conv_float(value: Any, path: str, errs: list[FieldError]) -> Any:
     if isinstance(value, str):
         if value in _FLOAT_WORDS:
             return _FLOAT_WORDS[value]
-        try:
-            parsed = float(value)
-        except ValueError:
-            return _wrong(path, errs, "a number", value)
-        if math.isfinite(parsed):
-            return parsed
+        if _FLOAT_STR.fullmatch(value):
+            return float(value)
     return _wrong(path, errs, "a number", value)
 
 
@@ -239,7 +236,7 @@ def _enum_conv(enum_cls: type[betterproto2.Enum]) -> _Conv:
     return conv
 
 
-# --- durations (Go time.ParseDuration, which Istio's JSON decoder uses) ---------------------------------------
+# --- durations (Go time.ParseDuration, which Istio's JSON decoder uses) -------------------------------------------
 
 _UNIT_NS = {
     "ns": 1,
@@ -303,7 +300,7 @@ def _conv_duration(value: Any, path: str, errs: list[FieldError]) -> Any:
     return datetime.timedelta(microseconds=-micros if nanos < 0 else micros)
 
 
-# --- google.protobuf.Struct / Value / ListValue ----------------------------------------------------------------
+# --- google.protobuf.Struct / Value / ListValue -------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +368,7 @@ def _json_convs(module_name: str) -> _JsonConvs:
     return convs
 
 
-# --- messages -------------------------------------------------------------------------------------------------
+# --- messages -----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,7 +475,7 @@ def _map_key(key: Any) -> str | None:
     return None
 
 
-def _map_conv(key_conv: _Conv, value_conv: _Conv, string_keys: bool) -> _Conv:
+def _map_conv(key_conv: _Conv, value_conv: _Conv, string_keys: bool, null_is_value: bool) -> _Conv:
     def conv(value: Any, path: str, errs: list[FieldError]) -> Any:
         if not isinstance(value, dict):
             return _wrong(path, errs, "an object (map)", value)
@@ -495,7 +492,7 @@ def _map_conv(key_conv: _Conv, value_conv: _Conv, string_keys: bool) -> _Conv:
             if key is _BAD:
                 ok = False
                 continue
-            if item is None:
+            if item is None and not null_is_value:
                 errs.append(FieldError(item_path, "null is not allowed as a map value"))
                 ok = False
                 continue
@@ -524,7 +521,12 @@ def _build_schema(cls: type[betterproto2.Message]) -> _Schema:
             value_cls = meta.cls_by_field[f"{attr}.value"]
             key_conv = _element_conv(key_meta.proto_type, None, None)
             value_conv = _element_conv(value_meta.proto_type, value_meta.unwrap, value_cls)
-            conv = _map_conv(key_conv, value_conv, key_meta.proto_type == betterproto2.TYPE_STRING)
+            conv = _map_conv(
+                key_conv,
+                value_conv,
+                key_meta.proto_type == betterproto2.TYPE_STRING,
+                _is_wkt(value_cls, "Value") and value_meta.unwrap is None,
+            )
         else:
             elem_cls = meta.cls_by_field[attr]
             conv = _element_conv(fmeta.proto_type, fmeta.unwrap, elem_cls)

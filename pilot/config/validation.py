@@ -215,8 +215,13 @@ def _validate_duration(duration: datetime.timedelta) -> str | None:
 
 def _validate_labels(rep: _Report, path: str, labels: Mapping[str, str]) -> None:
     for key in sorted(labels):
-        if not _TAG_KEY.match(key):
+        match = _TAG_KEY.match(key)
+        if not match:
             rep.err(_key(path, key), f"invalid tag key: {_q(key)}")
+        elif match.group(1) and len(match.group(1)) - 1 > 253:
+            rep.err(_key(path, key), f"invalid tag key: {_q(key)} (DNS prefix is too long)")
+        elif len(match.group(2)) > 63:
+            rep.err(_key(path, key), f"invalid tag key: {_q(key)} (name is too long)")
         if not _LABEL_VALUE.match(labels[key]):
             rep.err(_key(path, key), f"invalid tag value: {_q(labels[key])}")
 
@@ -998,10 +1003,39 @@ def _validate_tcp_route(rep: _Report, path: str, tcp: nw.TcpRoute) -> None:
     _validate_route_destinations(rep, f"{path}.route", tcp.route)
 
 
-def _match_key(match: betterproto2.Message) -> str:
-    data = match.to_dict()
-    data.pop("name", None)
-    return json.dumps(data, sort_keys=True)
+@functools.cache
+def _presence_fields(cls: type[betterproto2.Message]) -> tuple[tuple[str, bool], ...]:
+    """(attribute, has explicit presence) for each field of ``cls``."""
+    meta = cls._betterproto  # type: ignore[attr-defined]
+    return tuple(
+        (name, bool(meta.meta_by_field_name[name].optional or meta.meta_by_field_name[name].group))
+        for name in meta.sorted_field_names
+    )
+
+
+def _freeze(value: object) -> object:
+    """A hashable structural key for a message (set fields only), like comparing JSON serializations."""
+    if isinstance(value, betterproto2.Message):
+        items = []
+        for name, explicit in _presence_fields(type(value)):
+            item = getattr(value, name)
+            if item is None or (not explicit and not item):
+                continue
+            items.append((name, _freeze(item)))
+        return (type(value).__name__, tuple(items))
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, dict):
+        return tuple(sorted((key, _freeze(item)) for key, item in value.items()))
+    return value
+
+
+def _match_key(match: betterproto2.Message) -> object:
+    key = _freeze(match)
+    if isinstance(match, nw.HttpMatchRequest) and match.name:
+        name, fields = key  # type: ignore[misc]
+        key = (name, tuple(item for item in fields if item[0] != "name"))
+    return key
 
 
 def _route_name(route: betterproto2.Message, index: int) -> str:
@@ -1027,7 +1061,7 @@ def _exact_or_prefix(sm: nw.StringMatch | None) -> str:
 def _warn_unreachable_rules(
     rep: _Report, path: str, routes: list[nw.HttpRoute] | list[nw.TcpRoute] | list[nw.TlsRoute]
 ) -> None:
-    seen: dict[str, int] = {}
+    seen: dict[object, int] = {}
     empty_match_at = -1
     prefix_matches: list[tuple[str, str, str, int, str, str, dict[str, str], dict[str, str], dict[str, str]]] = []
     for rulen, route in enumerate(routes):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, Mapping
 
 from pilot.config.model import Config, ConfigKey
 from pilot.proxy import Proxy
@@ -128,7 +128,9 @@ class PushContext:
                     endpoints[svc.hostname] = eps[svc.hostname]
         status: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
         for host, svc in services.items():
-            if svc.resolution.value == "STATIC" and not any(endpoints.get(host, ServiceEndpoints(host)).by_port.values()):
+            if svc.resolution.value == "STATIC" and not any(
+                endpoints.get(host, ServiceEndpoints(host)).by_port.values()
+            ):
                 for port in svc.ports:
                     status["pilot_eds_no_instances"][f"outbound|{port.number}||{host}"] = {}
         return cls(
@@ -270,7 +272,9 @@ class PushContext:
             if svc.visible_in(proxy.namespace) and egress.selects(svc)
         )
 
-    def sidecar_virtual_services(self, proxy: Proxy, egress: EgressListener = DEFAULT_EGRESS) -> tuple[BoundVirtualService, ...]:
+    def sidecar_virtual_services(
+        self, proxy: Proxy, egress: EgressListener = DEFAULT_EGRESS
+    ) -> tuple[BoundVirtualService, ...]:
         """VirtualServices bound to the mesh gateway that a sidecar sees through one egress listener."""
         return tuple(
             vs
@@ -282,9 +286,7 @@ class PushContext:
 
     def gateways_for_proxy(self, proxy: Proxy) -> tuple[Config, ...]:
         """Gateways whose selector matches the router's labels (an empty selector matches nothing)."""
-        return tuple(
-            gw for gw in self.gateways if gw.spec.selector and labels_match(gw.spec.selector, proxy.labels)
-        )
+        return tuple(gw for gw in self.gateways if gw.spec.selector and labels_match(gw.spec.selector, proxy.labels))
 
     def gateway_virtual_services(self, gateway: Config) -> tuple[BoundVirtualService, ...]:
         name = f"{gateway.namespace}/{gateway.name}"

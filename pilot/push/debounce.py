@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from pilot.push.request import PushRequest
 

@@ -7,9 +7,9 @@ are kept apart from it (``ServiceEndpoints``) because they churn far more often 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from pilot.config.model import ConfigKey
 

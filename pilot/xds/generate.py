@@ -9,7 +9,7 @@ A new push context has a new version, so stale entries are never hit; the LRU bo
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pilot.proxy import Proxy
 from pilot.push.context import PushContext
@@ -74,9 +74,7 @@ def _pack(messages: Iterable[object]) -> tuple[Resource, ...]:
 
 def _named(type_url: str, proxy: Proxy, push: PushContext, names: Sequence[str]) -> tuple[Resource, ...]:
     if type_url == ENDPOINT_TYPE:
-        return tuple(
-            Resource.of(cla.cluster_name, cla) for cla in eds.build_endpoints(proxy, push, names)
-        )
+        return tuple(Resource.of(cla.cluster_name, cla) for cla in eds.build_endpoints(proxy, push, names))
     return _pack(rds.build_routes(proxy, push, names))
 
 
@@ -95,7 +93,5 @@ def generate(
         return cache.get_or_build((push.version, type_url, view), lambda: _pack(lds.build_listeners(proxy, push)))
     if type_url in (ENDPOINT_TYPE, ROUTE_TYPE):
         wanted = tuple(sorted(names))
-        return cache.get_or_build(
-            (push.version, type_url, view, wanted), lambda: _named(type_url, proxy, push, wanted)
-        )
+        return cache.get_or_build((push.version, type_url, view, wanted), lambda: _named(type_url, proxy, push, wanted))
     return ()

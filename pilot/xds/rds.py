@@ -487,6 +487,7 @@ def _gateway_route_config(proxy: Proxy, push: PushContext, name: str) -> route_p
     vhosts: dict[str, rc.VirtualHost] = {}
     vhost_routes: dict[str, list[rc.Route]] = {}
     routes_cache: dict[tuple[str, str, str, bool], list[rc.Route]] = {}
+    merged: set[tuple[str, tuple[str, str, str, bool]]] = set()
     for gateway, server in servers:
         gateway_name = f"{gateway.namespace}/{gateway.name}"
         is_tls = server.tls is not None and name.startswith("https.")
@@ -507,15 +508,17 @@ def _gateway_route_config(proxy: Proxy, push: PushContext, name: str) -> route_p
             if not routes:
                 continue
             for hostname in hosts:
-                if hostname in vhosts:
-                    vhost_routes[hostname].extend(routes)
-                else:
+                if hostname not in vhosts:
                     vhosts[hostname] = rc.VirtualHost(
                         name=names.vhost_name(hostname, port),
                         domains=_with_port(hostname, port),
                         include_request_attempt_count=True,
                     )
-                    vhost_routes[hostname] = list(routes)
+                    vhost_routes[hostname] = []
+                # A VirtualService reaching this host through several servers contributes its routes once.
+                if (hostname, key) not in merged:
+                    merged.add((hostname, key))
+                    vhost_routes[hostname].extend(routes)
                 if https_redirect:
                     vhosts[hostname].require_tls = rc.VirtualHost.ALL
         if https_redirect:

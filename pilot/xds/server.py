@@ -14,8 +14,8 @@ import logging
 import os
 import time
 from collections import Counter
-from datetime import datetime, timezone
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
 import grpclib.const
 import grpclib.exceptions
@@ -58,7 +58,7 @@ class Connection:
         self.proxy: Proxy | None = None
         self.id = ""
         self.state = StreamState(nonce_prefix="")
-        self.connected_at = datetime.now(timezone.utc)
+        self.connected_at = datetime.now(UTC)
         peer = stream.peer.addr() if stream.peer else None
         self.address = f"{peer[0]}:{peer[1]}" if peer else ""
         self.metadata: dict[str, object] = {}
@@ -221,7 +221,7 @@ class DiscoveryServer:
     # ----- push side -----
 
     def next_version(self) -> str:
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return f"{stamp}/{next(self._versions)}"
 
     def rebuild(self) -> PushContext:
@@ -297,8 +297,8 @@ class DiscoveryServer:
         conn = Connection(self, stream, next(self._conn_numbers))
         try:
             await conn.serve()
-        except (asyncio.CancelledError, ConnectionError, grpclib.exceptions.StreamTerminatedError):
-            pass
+        except (ConnectionError, grpclib.exceptions.StreamTerminatedError):
+            pass  # the proxy went away; cancellation (grpclib's signal for the same) must propagate
         finally:
             self.unregister(conn)
             if conn.id:

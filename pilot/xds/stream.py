@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import enum
 import itertools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
@@ -182,9 +182,7 @@ class StreamState:
             for gone in [n for n in state.sent if n not in current]:
                 del state.sent[gone]
             wanted = frozenset(only) if only is not None else frozenset()
-            to_send = [
-                r for r in current.values() if force or r.name in wanted or state.sent.get(r.name) != r.digest
-            ]
+            to_send = [r for r in current.values() if force or r.name in wanted or state.sent.get(r.name) != r.digest]
             if not to_send:
                 return None
             for r in to_send:

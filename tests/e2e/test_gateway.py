@@ -347,22 +347,87 @@ async def test_invalid_virtual_service_is_rejected(gw: GatewayEnv, backends: Bac
     await client.wait_routed(gw.port, host, only("v2"), batch=20, within=5.0, describe=gw.diagnostics)
 
 
-async def test_gateway_listener_and_debug_endpoints(gw: GatewayEnv) -> None:
-    """The gateway listener binds 0.0.0.0:<port> with RDS http.<port>; pilot's debug endpoints see the proxy."""
+async def test_xds_shape_and_debug_endpoints(gw: GatewayEnv, backends: Backends, client: HttpClient) -> None:
+    """istiod's names and shapes, seen from Envoy's admin API, and pilot's debug view of the same proxy."""
+    host = "shape.example.com"
+    v1, v2 = await backends.start("v1", "v2")
+    gw.pilot.write(
+        "shape.yaml",
+        [
+            service_entry("shape", host, 80, [v1, v2]),
+            destination_rule("shape", host, ["v1", "v2"]),
+            virtual_service("shape", [host], [{"route": [route_to(host, "v2")]}], gateways=bound()),
+        ],
+    )
+    await client.wait_routed(gw.port, host, only("v2"), within=ROUTE_TIMEOUT, describe=gw.diagnostics)
     dump = gw.envoy.config_dump()
-    listeners = [
-        item["active_state"]["listener"]
-        for config in dump["configs"]
-        if config["@type"].endswith("ListenersConfigDump")
-        for item in config.get("dynamic_listeners", [])
-        if "active_state" in item
-    ]
-    by_name = {listener["name"]: listener for listener in listeners}
-    name = f"0.0.0.0_{gw.port}"
-    assert name in by_name, sorted(by_name)
-    assert by_name[name]["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": gw.port}
-    assert f'"route_config_name": "http.{gw.port}"' in json.dumps(by_name[name], indent=1), by_name[name]
 
+    # LDS: the Gateway server port → listener 0.0.0.0_<port> at 0.0.0.0:<port>, HCM with RDS http.<port>.
+    listeners = {
+        item["name"]: item["active_state"]["listener"]
+        for item in _dump_section(dump, "ListenersConfigDump", "dynamic_listeners")
+        if "active_state" in item
+    }
+    name = f"0.0.0.0_{gw.port}"
+    assert name in listeners, sorted(listeners)
+    assert listeners[name]["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": gw.port}
+    assert f'"route_config_name": "http.{gw.port}"' in json.dumps(listeners[name], indent=1), listeners[name]
+
+    # RDS: http.<port> has a virtual host for the VirtualService's host.
+    routes = {
+        item["route_config"]["name"]: item["route_config"]
+        for item in _dump_section(dump, "RoutesConfigDump", "dynamic_route_configs")
+    }
+    assert f"http.{gw.port}" in routes, sorted(routes)
+    domains = {d for vhost in routes[f"http.{gw.port}"].get("virtual_hosts", []) for d in vhost.get("domains", [])}
+    assert host in domains or f"{host}:*" in domains, sorted(domains)
+
+    # CDS: outbound|<port>|<subset>|<fqdn>, plus the subset-less cluster.
+    clusters = {
+        item["cluster"]["name"] for item in _dump_section(dump, "ClustersConfigDump", "dynamic_active_clusters")
+    }
+    for subset in ("", "v1", "v2"):
+        assert f"outbound|80|{subset}|{host}" in clusters, sorted(c for c in clusters if host in c)
+
+    # EDS: each subset cluster holds only the endpoints whose labels match the subset.
+    text = gw.envoy.clusters_text()
+    for subset, member, other in (("v1", v1, v2), ("v2", v2, v1)):
+        prefix = f"outbound|80|{subset}|{host}::"
+        assert f"{prefix}{member.address}::" in text, f"{subset} lacks {member}:\n{_lines(text, host)}"
+        assert f"{prefix}{other.address}::" not in text, f"{subset} has {other}:\n{_lines(text, host)}"
+    for backend in (v1, v2):
+        assert f"outbound|80||{host}::{backend.address}::" in text, _lines(text, host)
+
+    # pilot's debug endpoints describe the same proxy and config; Envoy has ACKed everything sent.
     adsz = await gw.pilot.debug("/debug/adsz")
-    assert adsz["totalClients"] >= 1, adsz
-    assert any(client["labels"].get("istio") == "ingressgateway" for client in adsz["clients"]), adsz
+    assert any(c["labels"].get("istio") == "ingressgateway" for c in adsz["clients"]), adsz
+
+    async def in_sync() -> bool:
+        syncz = await gw.pilot.debug("/debug/syncz")
+        entries = [e for e in syncz if e["proxy"] == "ingress-1.default"]
+        assert len(entries) == 1, syncz
+        entry = entries[0]
+        for kind in ("cluster", "listener", "route", "endpoint"):
+            assert entry[f"{kind}_sent"], entry
+            if entry[f"{kind}_sent"] != entry[f"{kind}_acked"]:
+                return False
+        return all(not r.get("lastError") for r in entry.get("resources", {}).values())
+
+    await wait_until(in_sync, 5.0, message="syncz: every type sent == acked, no NACK error")
+    configz = json.dumps(await gw.pilot.debug("/debug/configz"))
+    assert '"shape"' in configz and GATEWAY in configz
+    registryz = json.dumps(await gw.pilot.debug("/debug/registryz"))
+    assert host in registryz
+    metrics = await gw.pilot.debug("/metrics")
+    assert isinstance(metrics, str) and "pilot_xds" in metrics, metrics[:500]
+
+
+def _dump_section(dump: dict, type_suffix: str, field: str) -> list[dict]:
+    for config in dump["configs"]:
+        if config["@type"].endswith("." + type_suffix):
+            return config.get(field, [])
+    return []
+
+
+def _lines(text: str, needle: str) -> str:
+    return "\n".join(line for line in text.splitlines() if needle in line)[:4000]

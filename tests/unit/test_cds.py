@@ -8,9 +8,9 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from pilot.config.validation import check
 
 from pilot.config.model import Config, ConfigKey
+from pilot.config.validation import check
 from pilot.proxy import Proxy, parse_proxy
 from pilot.push.context import PushContext
 from pilot.registry.model import Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints

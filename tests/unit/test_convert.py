@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime
+import importlib
+import os
 import re
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import betterproto2
 import pytest
 
-from pilot.api.google import protobuf as wkt
 from pilot.api.istio.networking import v1alpha3 as nw
 from pilot.config.convert import (
     ISTIO_KINDS,
@@ -38,7 +41,7 @@ def ok(kind: str, spec: object) -> betterproto2.Message:
     return message
 
 
-# --- the public API shape ---------------------------------------------------------------------------------------
+# --- the public API shape -----------------------------------------------------------------------------------------
 
 
 def test_istio_kinds_map_to_generated_classes() -> None:
@@ -211,7 +214,9 @@ def test_integers_from_strings_and_integral_floats() -> None:
 
 
 def test_bytes_are_base64() -> None:
-    vs = ok("VirtualService", {"hosts": ["a"], "http": [{"directResponse": {"status": 200, "body": {"bytes": "aGk="}}}]})
+    vs = ok(
+        "VirtualService", {"hosts": ["a"], "http": [{"directResponse": {"status": 200, "body": {"bytes": "aGk="}}}]}
+    )
     assert vs.http[0].direct_response.body.bytes == b"hi"
     assert vs.http[0].direct_response.body.string is None
 
@@ -299,7 +304,9 @@ def test_wrong_container_types() -> None:
     assert errors_of("VirtualService", {"http": [{"match": [{"uri": ["x"]}]}]}) == [
         "spec.http[0].match[0].uri: expected an object, got a list"
     ]
-    assert errors_of("Gateway", {"selector": ["istio=ingress"]}) == ["spec.selector: expected an object (map), got a list"]
+    assert errors_of("Gateway", {"selector": ["istio=ingress"]}) == [
+        "spec.selector: expected an object (map), got a list"
+    ]
 
 
 def test_wrong_scalar_types() -> None:
@@ -361,7 +368,10 @@ def test_bad_durations() -> None:
 def test_wrapper_type_errors() -> None:
     assert errors_of(
         "DestinationRule",
-        {"host": "a", "trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": -1}, "tls": {"insecureSkipVerify": 1}}},
+        {
+            "host": "a",
+            "trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": -1}, "tls": {"insecureSkipVerify": 1}},
+        },
     ) == [
         "spec.trafficPolicy.outlierDetection.consecutive5xxErrors: value -1 is out of range for uint32",
         "spec.trafficPolicy.tls.insecureSkipVerify: expected a boolean, got integer 1",
@@ -434,20 +444,71 @@ def test_non_string_object_key_is_unknown_field() -> None:
     assert errors_of("Gateway", {1: "x"}) == ['spec.1: unknown field "1"']
 
 
-# --- well-known types through convert_message ------------------------------------------------------------------------
+# --- google.protobuf.Struct / Value (not used by these six kinds; checked on a tiny generated schema) -------------
+
+WKT_PROTO = """
+syntax = "proto3";
+package wkttest;
+import "google/protobuf/struct.proto";
+message Holder {
+  google.protobuf.Struct config = 1;
+  google.protobuf.Value value = 2;
+  repeated google.protobuf.Value values = 3;
+  map<string, google.protobuf.Value> named = 4;
+}
+"""
 
 
-def test_struct_and_value() -> None:
-    message, errors = convert_message(wkt.Struct, {"a": [1, "x", None, {"b": True}]}, "spec.config")
+@pytest.fixture(scope="module")
+def wkt_module(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    grpc_protoc = pytest.importorskip("grpc_tools.protoc")
+    root = tmp_path_factory.mktemp("wktgen")
+    (root / "proto").mkdir()
+    (root / "proto" / "holder.proto").write_text(WKT_PROTO)
+    package = root / "pilot_wkt_test_gen"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    include = str(Path(grpc_protoc.__file__).parent / "_proto")
+    old_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + old_path
+    try:
+        status = grpc_protoc.main(
+            ["protoc", f"-I{root / 'proto'}", f"-I{include}", f"--python_betterproto2_out={package}", "holder.proto"]
+        )
+    finally:
+        os.environ["PATH"] = old_path
+    if status != 0:
+        pytest.skip("betterproto2 plugin not available")
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module("pilot_wkt_test_gen.wkttest")
+    finally:
+        sys.path.remove(str(root))
+
+
+def test_struct_and_value(wkt_module: Any) -> None:
+    message, errors = convert_message(
+        wkt_module.Holder,
+        {"config": {"a": [1, "x", None, {"b": True}]}, "value": None, "values": [None, 2], "named": {"n": None}},
+        "spec",
+    )
     assert errors == []
-    assert isinstance(message, wkt.Struct)
-    assert message.to_dict() == {"a": [1.0, "x", None, {"b": True}]}
-    message, errors = convert_message(wkt.Struct, {"a": datetime.date(2020, 1, 1)}, "spec.config")
+    assert message.config.to_dict() == {"a": [1.0, "x", None, {"b": True}]}
+    assert message.value is not None and message.value.to_dict() is None  # null is a value here, not "unset"
+    assert [v.to_dict() for v in message.values] == [None, 2.0]
+    assert message.named["n"].to_dict() is None
+
+
+def test_struct_errors(wkt_module: Any) -> None:
+    message, errors = convert_message(wkt_module.Holder, {"config": {"a": datetime.date(2020, 1, 1)}, "values": {}})
     assert message is None
-    assert [str(e) for e in errors] == ["spec.config[a]: expected a JSON value, got date 2020-01-01"]
+    assert [str(e) for e in errors] == [
+        "spec.config[a]: expected a JSON value, got date 2020-01-01",
+        "spec.values: expected a list, got an object",
+    ]
 
 
-# --- schema fidelity ---------------------------------------------------------------------------------------------------
+# --- schema fidelity ----------------------------------------------------------------------------------------------
 
 
 def _proto_field_names() -> set[str]:
@@ -494,7 +555,7 @@ def test_json_name(proto: str, json: str) -> None:
     assert json_name(proto) == json
 
 
-# --- speed ---------------------------------------------------------------------------------------------------------------
+# --- speed --------------------------------------------------------------------------------------------------------
 
 
 def test_typical_virtual_service_converts_well_under_a_millisecond() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.endpoint.v3 import endpoint_pb2
-from pilot.config.validation import check
 
 from pilot.config.model import Config, ConfigKey
+from pilot.config.validation import check
 from pilot.proxy import Proxy, parse_proxy
 from pilot.push.context import PushContext
 from pilot.registry.model import Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints

@@ -17,9 +17,9 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import json_format
-from pilot.config.validation import check
 
 from pilot.config.model import Config, ConfigKey
+from pilot.config.validation import check
 from pilot.proxy import Proxy, parse_proxy
 from pilot.push.context import PushContext
 from pilot.registry.model import Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints
@@ -441,7 +441,7 @@ def test_envoy_validates_generated_clusters_and_listeners(tmp_path: Path) -> Non
         "gw",
         [
             HTTP_SERVER,
-            {**HTTP_SERVER, "bind": "127.0.0.1"},
+            {"port": {"number": 80, "name": "http-local", "protocol": "HTTP"}, "hosts": ["*"], "bind": "127.0.0.1"},
             {
                 "port": {"number": 8443, "name": "tls", "protocol": "TLS"},
                 "hosts": ["*"],

@@ -14,8 +14,9 @@ from pilot.push.request import PushRequest
 
 
 def req(name: str, reason: str = "config", full: bool = True) -> PushRequest:
-    return PushRequest(full=full, configs_updated=frozenset({ConfigKey("VirtualService", "ns", name)}),
-                       reason=Counter({reason: 1}))
+    return PushRequest(
+        full=full, configs_updated=frozenset({ConfigKey("VirtualService", "ns", name)}), reason=Counter({reason: 1})
+    )
 
 
 async def wait_for(predicate, timeout: float = 5.0) -> None:
@@ -27,10 +28,16 @@ async def wait_for(predicate, timeout: float = 5.0) -> None:
 
 
 def test_merge_unions_keys_sums_reasons_keeps_oldest_start() -> None:
-    a = PushRequest(full=False, configs_updated=frozenset({ConfigKey("A", "n", "1")}), reason=Counter(config=1),
-                    start=5.0)
-    b = PushRequest(full=True, configs_updated=frozenset({ConfigKey("B", "n", "2")}), reason=Counter(config=2,
-                    endpoint=1), start=7.0, forced=True)
+    a = PushRequest(
+        full=False, configs_updated=frozenset({ConfigKey("A", "n", "1")}), reason=Counter(config=1), start=5.0
+    )
+    b = PushRequest(
+        full=True,
+        configs_updated=frozenset({ConfigKey("B", "n", "2")}),
+        reason=Counter(config=2, endpoint=1),
+        start=7.0,
+        forced=True,
+    )
     merged = a.merge(b)
     assert merged.full and merged.forced
     assert merged.configs_updated == {ConfigKey("A", "n", "1"), ConfigKey("B", "n", "2")}
@@ -131,7 +138,7 @@ async def test_queue_merges_pending_and_keeps_position() -> None:
 async def test_queue_holds_requests_for_in_flight_connections_and_requeues_at_tail() -> None:
     queue: PushQueue[str] = PushQueue()
     queue.enqueue("a", req("1"))
-    key, _ = await queue.dequeue()  # "a" now in flight
+    _key, _ = await queue.dequeue()  # "a" now in flight
     queue.enqueue("a", req("2"))
     queue.enqueue("a", req("3"))
     queue.enqueue("b", req("4"))

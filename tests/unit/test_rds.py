@@ -22,6 +22,7 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, json_format
 
+from pilot.config.convert import convert_spec
 from pilot.config.model import Config, ConfigKey
 from pilot.config.validation import check
 from pilot.proxy import Proxy, parse_proxy
@@ -60,8 +61,13 @@ def _config(kind: str, namespace: str, name: str, spec: dict[str, Any]) -> Confi
     return Config(key=ConfigKey(kind, namespace, name), api_version="networking.istio.io/v1", spec=typed)
 
 
-def _vs(name: str, spec: dict[str, Any], namespace: str = "default") -> Config:
-    return _config("VirtualService", namespace, name, spec)
+def _vs(name: str, spec: dict[str, Any], namespace: str = "default", *, validated: bool = True) -> Config:
+    if validated:
+        return _config("VirtualService", namespace, name, spec)
+    # For inputs validation rejects but the generator still handles defensively (as Istio's does).
+    typed, errors = convert_spec("VirtualService", spec)
+    assert not errors, errors
+    return Config(key=ConfigKey("VirtualService", namespace, name), api_version="networking.istio.io/v1", spec=typed)
 
 
 def _push(configs: Iterable[Config] = (), services: Sequence[Service] = SERVICES) -> PushContext:
@@ -99,16 +105,14 @@ def _vhosts(config: RouteConfiguration) -> dict[str, rc.VirtualHost]:
     return {vh.name: vh for vh in config.virtual_hosts}
 
 
-def _routes(
-    http: list[dict[str, Any]], host: str = "reviews", name: str = "reviews", port: str = "9080"
-) -> list[rc.Route]:
-    push = _push([_vs(name, {"hosts": [host], "http": http})])
-    vhost = _vhosts(_one(_sidecar(), push, port))[f"{REVIEWS}:9080" if host == "reviews" else f"{host}:{port}"]
-    return list(vhost.routes)
+def _routes(http: list[dict[str, Any]], *, validated: bool = True) -> list[rc.Route]:
+    """The routes a sidecar gets for a VirtualService on reviews with these http entries."""
+    push = _push([_vs("reviews", {"hosts": ["reviews"], "http": http}, validated=validated)])
+    return list(_vhosts(_one(_sidecar(), push, "9080"))[f"{REVIEWS}:9080"].routes)
 
 
-def _route(http: dict[str, Any]) -> rc.Route:
-    (route,) = _routes([http])
+def _route(http: dict[str, Any], *, validated: bool = True) -> rc.Route:
+    (route,) = _routes([http], validated=validated)
     return route
 
 
@@ -317,7 +321,8 @@ def test_match_translation() -> None:
                             "x-b": {"prefix": "pre"},
                             "x-a": {"exact": "yes"},
                             "x-c": {"regex": "^v[0-9]+$"},
-                            "x-any": {"regex": "*"},
+                            "x-any": {"regex": "*"},  # rejected by validation; still a presence match
+                            "x-empty": {},
                         },
                         "withoutHeaders": {"x-b-debug": {"exact": "1"}},
                         "method": {"exact": "GET"},
@@ -334,7 +339,8 @@ def test_match_translation() -> None:
                 "route": TO_REVIEWS,
             },
             {"name": "unreachable", "route": TO_REVIEWS},
-        ]
+        ],
+        validated=False,
     )
     assert [r.name for r in routes] == ["api.exact", "api", "api", "api"]
     first, prefix, regex, catch_all = routes
@@ -346,6 +352,7 @@ def test_match_translation() -> None:
         ("x-b", "string_match", False),
         ("x-b-debug", "string_match", True),  # headers and withoutHeaders sorted together
         ("x-c", "string_match", False),
+        ("x-empty", "present_match", False),
         (":method", "string_match", False),
         (":authority", "string_match", False),
         (":scheme", "string_match", False),
@@ -449,7 +456,7 @@ def test_timeout_and_retries() -> None:
                 "match": [{"uri": {"prefix": "/a"}}],
                 "route": TO_REVIEWS,
                 "timeout": "5s",
-                "retries": {"attempts": 3, "perTryTimeout": "1.5s", "retryOn": "5xx, gateway-error,503,429"},
+                "retries": {"attempts": 3, "perTryTimeout": "1.5s", "retryOn": "5xx,gateway-error,503,429"},
             },
             {"match": [{"uri": {"prefix": "/b"}}], "route": TO_REVIEWS, "retries": {"attempts": 0}},
             {"match": [{"uri": {"prefix": "/c"}}], "route": TO_REVIEWS, "retries": {"attempts": 4, "retryOn": "reset"}},
@@ -528,9 +535,9 @@ def test_header_operations() -> None:
             "route": TO_REVIEWS,
             "headers": {
                 "request": {
-                    "set": {"x-b": "2", "x-a": "1", ":path": "/nope", "Host": "rewritten.example.com"},
+                    "set": {"x-b": "2", "x-a": "1", "Host": "rewritten.example.com"},
                     "add": {"x-c": "3"},
-                    "remove": ["x-drop", ":authority", "host"],
+                    "remove": ["x-drop"],
                 },
                 "response": {"set": {"x-resp": "s"}, "add": {"x-resp-add": "a"}, "remove": ["server"]},
             },
@@ -541,6 +548,25 @@ def test_header_operations() -> None:
     assert _header_options(route.response_headers_to_add) == [("x-resp", "s", SET), ("x-resp-add", "a", APPEND)]
     assert list(route.response_headers_to_remove) == ["server"]
     assert route.route.host_rewrite_literal == "rewritten.example.com"
+
+
+def test_pseudo_and_host_headers_are_never_sent_as_header_operations() -> None:
+    route = _route(
+        {
+            "route": TO_REVIEWS,
+            "headers": {
+                "request": {
+                    "set": {":path": "/nope"},
+                    "add": {":authority": "a.example.com"},
+                    "remove": [":authority", "host", "x-r"],
+                }
+            },
+        },
+        validated=False,
+    )
+    assert not route.request_headers_to_add
+    assert list(route.request_headers_to_remove) == ["x-r"]
+    assert route.route.host_rewrite_literal == "a.example.com"
 
 
 def test_rewrite() -> None:
@@ -820,6 +846,59 @@ def test_virtual_service_not_exported_is_ignored() -> None:
     assert vhosts[f"{DETAILS}:9080"].routes[0].name == "default"
 
 
+def test_push_context_built_from_service_entries() -> None:
+    entry = _config(
+        "ServiceEntry",
+        "shop",
+        "payments",
+        {
+            "hosts": ["payments.shop.svc.cluster.local", "api.payments.example"],
+            "addresses": ["240.0.0.5"],
+            "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}],
+            "resolution": "STATIC",
+            "location": "MESH_INTERNAL",
+            "endpoints": [{"address": "10.0.0.5"}],
+        },
+    )
+    vs = _vs(
+        "payments",
+        {
+            "hosts": ["api.payments.example"],
+            "http": [{"route": [{"destination": {"host": "payments.shop.svc.cluster.local"}}]}],
+        },
+        "shop",
+    )
+    push = PushContext.build("1", {c.key: c for c in (entry, vs)}, "cluster.local")
+    config = _one(_sidecar("shop"), push, "8080")
+    vhosts = _vhosts(config)
+    assert [vh.name for vh in config.virtual_hosts] == [
+        "api.payments.example:8080",
+        "payments.shop.svc.cluster.local:8080",
+        names.ALLOW_ANY_VHOST,
+    ]
+    # Both hosts share the VIP; the VirtualService's vhost is built first and keeps it (domains stay unique).
+    assert list(vhosts["api.payments.example:8080"].domains) == [
+        "api.payments.example",
+        "api.payments.example:8080",
+        "240.0.0.5",
+        "240.0.0.5:8080",
+    ]
+    assert list(vhosts["payments.shop.svc.cluster.local:8080"].domains) == [
+        "payments.shop.svc.cluster.local",
+        "payments.shop.svc.cluster.local:8080",
+        "payments",
+        "payments:8080",
+        "payments.shop.svc",
+        "payments.shop.svc:8080",
+        "payments.shop",
+        "payments.shop:8080",
+    ]
+    assert (
+        vhosts["api.payments.example:8080"].routes[0].route.cluster == "outbound|8080||payments.shop.svc.cluster.local"
+    )
+    assert vhosts["payments.shop.svc.cluster.local:8080"].routes[0].name == "default"
+
+
 # ----- gateways -----
 
 GATEWAY_SELECTOR = {"istio": "ingressgateway"}
@@ -926,6 +1005,11 @@ def test_gateway_merges_virtual_services_for_one_host() -> None:
         "b-second",
         "a-first",
     ]
+    # A second server whose hosts also cover the host does not repeat the routes.
+    wide_server = {"port": {"number": 80, "name": "http-wide", "protocol": "HTTP"}, "hosts": ["*.example.com"]}
+    wide = _gateway("gw", [_http_server(["shop.example.com"]), wide_server])
+    (vhost,) = _one(_router(), _push([second, wide, first]), "http.80").virtual_hosts
+    assert [r.name for r in vhost.routes] == ["cart", "catch"]
 
 
 def test_gateway_match_gateways_and_https_redirect_and_bind() -> None:
@@ -987,7 +1071,7 @@ def _everything() -> list[Config]:
                         "match": [
                             {
                                 "uri": {"regex": "/r/[a-z]+"},
-                                "headers": {"x-a": {"exact": "1"}, "x-b": {"regex": "*"}},
+                                "headers": {"x-a": {"exact": "1"}, "x-b": {}},
                                 "withoutHeaders": {"x-c": {"prefix": "no"}},
                                 "queryParams": {"q": {"exact": "1"}},
                                 "ignoreUriCase": True,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpclib.client
 import grpclib.const
+import grpclib.exceptions
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -250,16 +251,16 @@ async def test_push_order_is_cds_eds_lds_rds(ads: AdsClient, pilot: PilotServer)
 async def test_first_request_without_node_is_rejected(pilot: PilotServer) -> None:
     channel = grpclib.client.Channel("127.0.0.1", pilot.grpc_port)
     try:
-        async with channel.request(
-            ADS_METHOD,
-            grpclib.const.Cardinality.STREAM_STREAM,
-            discovery_pb2.DiscoveryRequest,
-            discovery_pb2.DiscoveryResponse,
-        ) as stream:
-            await stream.send_message(discovery_pb2.DiscoveryRequest(type_url=CLUSTER_TYPE))
-            with pytest.raises(grpclib.exceptions.GRPCError) as err:
+        with pytest.raises(grpclib.exceptions.GRPCError) as err:
+            async with channel.request(
+                ADS_METHOD,
+                grpclib.const.Cardinality.STREAM_STREAM,
+                discovery_pb2.DiscoveryRequest,
+                discovery_pb2.DiscoveryResponse,
+            ) as stream:
+                await stream.send_message(discovery_pb2.DiscoveryRequest(type_url=CLUSTER_TYPE))
                 await asyncio.wait_for(stream.recv_message(), 5)
-            assert err.value.status is grpclib.const.Status.INVALID_ARGUMENT
-            assert "node.id" in (err.value.message or "")
+        assert err.value.status is grpclib.const.Status.INVALID_ARGUMENT
+        assert "node.id" in (err.value.message or "")
     finally:
         channel.close()
