@@ -22,6 +22,13 @@ What downstream code gets (the classes are generated into ``pilot.api`` from ``p
   ``betterproto2.which_one_of(msg, "match_type")`` -> ``(field_name, value)`` (``("", None)`` when unset).
 - ``google.protobuf.Struct``/``Value``/``ListValue`` (no such field in these six kinds today) are supported
   generically and stay generated messages (``Struct.fields: dict[str, Value]``).
+- Fields Istio deprecated (``mirrorPercent``, ``allowOrigin``, ``consecutiveErrors``, ``minimumRingSize``, ...)
+  are ordinary fields here (no DeprecationWarning); ``HTTPRoute.websocketUpgrade``, removed from Istio's API but
+  still in old YAML (and ignored by Istio's loader), is accepted as ``HttpRoute.websocket_upgrade`` and means
+  nothing.
+
+Messages are built directly from the checked input (about 25 us for a typical VirtualService; betterproto2's own
+``from_dict`` takes about 90 us and reports no paths).
 
 Accepted input (what Istio's own loader accepts): camelCase JSON names and the original snake_case proto names;
 enums by name or number; 64-bit and other integers as numbers or decimal strings; floats as numbers or strings;

@@ -36,6 +36,20 @@ def resolve_short_name(host: str, namespace: str, domain_suffix: str) -> str:
     return f"{host}.{namespace}.svc.{domain_suffix}"
 
 
+def resolve_gateway_name(name: str, namespace: str) -> str:
+    """Istio's resolveGatewayName: ``mesh``, ``ns/name`` (``./name`` = own namespace), legacy
+    ``name.ns[.svc.cluster.local]``, or a bare name in the config's namespace."""
+    if name == MESH_GATEWAY:
+        return name
+    if "/" in name:
+        ns, _, gw = name.partition("/")
+        return f"{namespace}/{gw}" if ns == "." else name
+    if "." in name:
+        gw, _, rest = name.partition(".")
+        return f"{rest.split('.', 1)[0]}/{gw}"
+    return f"{namespace}/{name}"
+
+
 def host_matches(pattern: str, host: str) -> bool:
     """Istio host.Name.Matches: exact, '*' everything, '*.suffix' any name ending with '.suffix'."""
     if pattern == host or pattern == "*":
@@ -153,15 +167,7 @@ class PushContext:
         for cfg in self._of_kind("VirtualService"):
             spec = cfg.spec
             hosts = tuple(resolve_short_name(h, cfg.namespace, self.domain_suffix) for h in spec.hosts)
-            gateways = []
-            for gw in spec.gateways or [MESH_GATEWAY]:
-                if gw == MESH_GATEWAY:
-                    gateways.append(gw)
-                elif "/" in gw:
-                    gateways.append(gw)
-                else:
-                    # Short gateway names resolve in the VirtualService's namespace.
-                    gateways.append(f"{cfg.namespace}/{gw.split('.', 1)[0]}")
+            gateways = [resolve_gateway_name(gw, cfg.namespace) for gw in spec.gateways or [MESH_GATEWAY]]
             bound.append(BoundVirtualService(cfg, hosts, tuple(gateways)))
         return tuple(bound)
 

@@ -69,6 +69,7 @@ from pilot.push.context import (
     EgressListener,
     PushContext,
     host_matches,
+    resolve_gateway_name,
     resolve_short_name,
 )
 from pilot.registry.model import Protocol, Service
@@ -233,7 +234,9 @@ def _catch_all_vhost(allow_any: bool) -> rc.VirtualHost:
         action = rc.RouteAction(
             cluster=names.PASSTHROUGH_CLUSTER,
             timeout=_duration(datetime.timedelta(0)),
-            max_grpc_timeout=_duration(datetime.timedelta(0)),
+            max_stream_duration=rc.RouteAction.MaxStreamDuration(
+                grpc_timeout_header_max=_duration(datetime.timedelta(0))
+            ),
         )
         route = rc.Route(name=names.ALLOW_ANY_VHOST, match=match, route=action)
         vhost_name = names.ALLOW_ANY_VHOST
@@ -670,25 +673,12 @@ def _is_catch_all(route: rc.Route) -> bool:
     return catch_all and not match.headers and not match.query_parameters and not match.dynamic_metadata
 
 
-def _resolve_gateway_name(name: str, namespace: str) -> str:
-    """Istio's resolveGatewayName for ``match.gateways`` entries."""
-    if name == MESH_GATEWAY:
-        return name
-    if "/" in name:
-        ns, _, gw = name.partition("/")
-        return f"{namespace}/{gw}" if ns == "." else name
-    if "." in name:
-        gw, _, rest = name.partition(".")
-        return f"{rest.split('.', 1)[0]}/{gw}"
-    return f"{namespace}/{name}"
-
-
 def _source_matches(match: HttpMatchRequest | None, proxy: Proxy, gateway_names: frozenset[str], vs_ns: str) -> bool:
     """Istio's sourceMatchHTTP: match.gateways, else sourceLabels and sourceNamespace."""
     if match is None:
         return True
     if match.gateways:
-        return any(_resolve_gateway_name(g, vs_ns) in gateway_names for g in match.gateways)
+        return any(resolve_gateway_name(g, vs_ns) in gateway_names for g in match.gateways)
     if all(proxy.labels.get(k) == v for k, v in (match.source_labels or {}).items()):
         return not match.source_namespace or match.source_namespace == proxy.namespace
     return False
@@ -1016,7 +1006,8 @@ def _set_timeout(action: rc.RouteAction, timeout: datetime.timedelta | None) -> 
     """Istio's setTimeout: the VirtualService timeout or 0 (disabled), also used as the gRPC timeout cap."""
     value = _duration(timeout if timeout is not None else datetime.timedelta(0))
     action.timeout.CopyFrom(value)
-    action.max_grpc_timeout.CopyFrom(value)
+    # Istio copies the timeout to the gRPC timeout cap; max_grpc_timeout is deprecated in Envoy.
+    action.max_stream_duration.grpc_timeout_header_max.CopyFrom(value)
 
 
 def _previous_hosts_predicate() -> rc.RetryPolicy.RetryHostPredicate:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import pytest
@@ -977,3 +978,42 @@ def test_re2_accepts(pattern: str) -> None:
 )
 def test_re2_rejects(pattern: str, message: str) -> None:
     assert re2_error(pattern) == f"error parsing regexp: {message}"
+
+
+# --- speed and warnings ------------------------------------------------------------------------------------------
+
+
+def test_check_of_a_typical_virtual_service_is_fast() -> None:
+    spec = {
+        "hosts": ["reviews.prod.svc.cluster.local"],
+        "gateways": ["mesh", "istio-system/ingress"],
+        "http": [
+            {
+                "name": "v2",
+                "match": [{"headers": {"end-user": {"exact": "jason"}}, "uri": {"prefix": "/ratings"}}],
+                "route": [
+                    {"destination": {"host": "reviews", "subset": "v2", "port": {"number": 9080}}, "weight": 75},
+                    {"destination": {"host": "reviews", "subset": "v1"}, "weight": 25},
+                ],
+                "timeout": "10s",
+                "retries": {"attempts": 3, "perTryTimeout": "2s", "retryOn": "5xx,connect-failure"},
+            },
+            {"route": [{"destination": {"host": "reviews", "subset": "v1"}}]},
+        ],
+    }
+    assert check("VirtualService", spec, "default")[1] == []
+    rounds = 200
+    start = time.perf_counter()
+    for _ in range(rounds):
+        check("VirtualService", spec, "default")
+    per_call = (time.perf_counter() - start) / rounds
+    assert per_call < 0.001, f"{per_call * 1e6:.0f} us per VirtualService"
+
+
+def test_service_entry_tcp_without_addresses_is_only_a_warning() -> None:
+    spec = with_(SE, ports=[{"number": 3306, "name": "mysql", "protocol": "TCP"}])
+    assert errors("ServiceEntry", spec) == []
+    assert warnings("ServiceEntry", spec) == [
+        "spec.ports[0]: addresses are required for ports serving TCP (or unset) protocol when IP Autoallocation "
+        "is not enabled"
+    ]
