@@ -61,12 +61,16 @@ def load_text(source: str, text: str, default_namespace: str = "default") -> Loa
     """Parse one file's text. Never raises for bad input; problems become ``LoadError`` entries."""
     loader = _FileLoader(source, default_namespace)
     try:
-        documents = list(yaml.safe_load_all(text))
+        documents = list(yaml.load_all(text, Loader=_YAML_LOADER))
     except yaml.YAMLError as exc:
         return LoadResult(errors=(LoadError(source, _doc_index_of(exc, text), None, _yaml_message(exc)),))
     for index, doc in enumerate(documents):
         loader.load_document(index, doc)
     return loader.result()
+
+
+# libyaml's loader is ~10x faster than the pure-Python one; both give the same safe subset.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _FileLoader:

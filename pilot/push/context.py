@@ -194,11 +194,27 @@ class PushContext:
     def service_endpoints(self, hostname: str) -> ServiceEndpoints:
         return self.endpoints.get(hostname) or ServiceEndpoints(hostname)
 
+    @cached_property
+    def _wildcard_destination_rule_hosts(self) -> tuple[str, ...]:
+        """Wildcard DR hosts, most specific (longest) first."""
+        return tuple(sorted((h for h in self._destination_rules_by_host if h.startswith("*")), key=lambda h: -len(h)))
+
+    @cached_property
+    def _destination_rule_memo(self) -> dict[tuple[str, str], Config | None]:
+        return {}
+
     def destination_rule(self, proxy_namespace: str, hostname: str) -> Config | None:
         """The DestinationRule for a host as Istio picks it: proxy namespace, then the service's, then root.
 
-        Exact host matches win over wildcard ones.
+        Exact host matches win over wildcard ones. Memoized: generators ask once per cluster and route.
         """
+        key = (proxy_namespace, hostname)
+        memo = self._destination_rule_memo
+        if key not in memo:
+            memo[key] = self._find_destination_rule(proxy_namespace, hostname)
+        return memo[key]
+
+    def _find_destination_rule(self, proxy_namespace: str, hostname: str) -> Config | None:
         svc = self.services.get(hostname)
         ns_order = [proxy_namespace]
         if svc is not None and svc.namespace not in ns_order:
@@ -208,9 +224,9 @@ class PushContext:
         exact = self._destination_rules_by_host.get(hostname, ())
         wildcard = tuple(
             cfg
-            for host, cfgs in sorted(self._destination_rules_by_host.items(), key=lambda kv: -len(kv[0]))
+            for host in self._wildcard_destination_rule_hosts
             if host != hostname and host_matches(host, hostname)
-            for cfg in cfgs
+            for cfg in self._destination_rules_by_host[host]
         )
         for candidates in (exact, wildcard):
             if not candidates:
