@@ -234,9 +234,7 @@ def _catch_all_vhost(allow_any: bool) -> rc.VirtualHost:
         action = rc.RouteAction(
             cluster=names.PASSTHROUGH_CLUSTER,
             timeout=_duration(datetime.timedelta(0)),
-            max_stream_duration=rc.RouteAction.MaxStreamDuration(
-                grpc_timeout_header_max=_duration(datetime.timedelta(0))
-            ),
+            max_grpc_timeout=_duration(datetime.timedelta(0)),
         )
         route = rc.Route(name=names.ALLOW_ANY_VHOST, match=match, route=action)
         vhost_name = names.ALLOW_ANY_VHOST
@@ -1006,8 +1004,9 @@ def _set_timeout(action: rc.RouteAction, timeout: datetime.timedelta | None) -> 
     """Istio's setTimeout: the VirtualService timeout or 0 (disabled), also used as the gRPC timeout cap."""
     value = _duration(timeout if timeout is not None else datetime.timedelta(0))
     action.timeout.CopyFrom(value)
-    # Istio copies the timeout to the gRPC timeout cap; max_grpc_timeout is deprecated in Envoy.
-    action.max_stream_duration.grpc_timeout_header_max.CopyFrom(value)
+    # As Istio does: the deprecated max_grpc_timeout, because setting max_stream_duration switches Envoy to
+    # its "new timeouts" mode, where the route timeout no longer bounds the request (seen in the e2e test).
+    action.max_grpc_timeout.CopyFrom(value)
 
 
 def _previous_hosts_predicate() -> rc.RetryPolicy.RetryHostPredicate:

@@ -422,7 +422,11 @@ class PilotProcess:
         )
 
     def diagnostics(self) -> str:
-        return f"--- pilot log ({self.log_path}) ---\n{_tail(self.log_path, 60)}"
+        problems = [line for line in self.log_text().splitlines() if " WARNING " in line or " ERROR " in line]
+        return (
+            f"--- pilot warnings/errors ({len(problems)}, last 20) ---\n" + "\n".join(problems[-20:]) + "\n"
+            f"--- pilot log tail ({self.log_path}) ---\n{_tail(self.log_path, 40)}"
+        )
 
     async def debug(self, path: str) -> Any:
         async with aiohttp.ClientSession() as session, session.get(self.monitoring_url + path) as resp:

@@ -408,12 +408,12 @@ async def test_xds_shape_and_debug_endpoints(gw: GatewayEnv, backends: Backends,
         assert len(entries) == 1, syncz
         entry = entries[0]
         for kind in ("cluster", "listener", "route", "endpoint"):
-            assert entry[f"{kind}_sent"], entry
-            if entry[f"{kind}_sent"] != entry[f"{kind}_acked"]:
-                return False
-        return all(not r.get("lastError") for r in entry.get("resources", {}).values())
+            assert entry[f"{kind}_sent"] and entry[f"{kind}_sent"] == entry[f"{kind}_acked"], entry
+        errors = {t: r["lastError"] for t, r in entry.get("resources", {}).items() if r.get("lastError")}
+        assert not errors, f"Envoy rejected pilot's config (NACK): {errors}"
+        return True
 
-    await wait_until(in_sync, 5.0, message="syncz: every type sent == acked, no NACK error")
+    await wait_until(in_sync, 5.0, message="syncz: every type sent == acked, no NACK error", describe=gw.diagnostics)
     configz = json.dumps(await gw.pilot.debug("/debug/configz"))
     assert '"shape"' in configz and GATEWAY in configz
     registryz = json.dumps(await gw.pilot.debug("/debug/registryz"))

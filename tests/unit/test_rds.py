@@ -177,8 +177,7 @@ def test_sidecar_default_virtual_hosts_domains_and_catch_all() -> None:
     assert route.match.prefix == "/" and not route.match.headers
     assert route.route.cluster == f"outbound|9080||{REVIEWS}"
     assert route.route.timeout.ToSeconds() == 0 and route.route.HasField("timeout")
-    assert route.route.max_stream_duration.HasField("grpc_timeout_header_max")
-    assert route.route.max_stream_duration.grpc_timeout_header_max.ToSeconds() == 0
+    assert route.route.HasField("max_grpc_timeout") and route.route.max_grpc_timeout.ToSeconds() == 0
     assert route.decorator.operation == f"{REVIEWS}:9080/*"
     retry = route.route.retry_policy
     assert retry.retry_on == "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
@@ -475,7 +474,7 @@ def test_timeout_and_retries() -> None:
     )
     a, b, c, d = routes
     assert a.route.timeout.ToMilliseconds() == 5000
-    assert a.route.max_stream_duration.grpc_timeout_header_max.ToMilliseconds() == 5000
+    assert a.route.max_grpc_timeout.ToMilliseconds() == 5000
     retry = a.route.retry_policy
     assert retry.num_retries.value == 3
     assert retry.per_try_timeout.ToMilliseconds() == 1500
