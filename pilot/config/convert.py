@@ -632,3 +632,11 @@ def convert_spec(kind: str, spec: object) -> tuple[betterproto2.Message | None, 
         known = ", ".join(ISTIO_KINDS)
         return None, [FieldError("spec", f'unsupported kind "{kind}" (expected one of: {known})')]
     return convert_message(cls, {} if spec is None else spec, "spec")
+
+
+def enum_name(value: Any) -> str:
+    """The proto name of an enum value read from a typed spec ("" when unset); tolerant of plain strings."""
+    if value is None:
+        return ""
+    name = getattr(value, "name", None)
+    return name if isinstance(name, str) else str(value)

@@ -14,11 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from pilot.config.convert import enum_name
 from pilot.config.model import Config, ConfigKey
 from pilot.proxy import Proxy
 from pilot.registry import kube as kube_registry
 from pilot.registry import serviceentry as se_registry
-from pilot.registry.model import Port, Service, ServiceEndpoints, labels_match
+from pilot.registry.model import Port, Protocol, Service, ServiceEndpoints, labels_match
 
 MESH_GATEWAY = "mesh"
 ROOT_NAMESPACE = "istio-system"
@@ -279,10 +280,8 @@ class PushContext:
                 hosts.append((ns, dns))
             port = None
             if egress.port is not None and egress.port.number:
-                from pilot.registry.model import Protocol
-
                 port = Port(egress.port.name, egress.port.number, Protocol.parse(egress.port.protocol))
-            capture = egress.capture_mode.name if hasattr(egress.capture_mode, "name") else str(egress.capture_mode)
+            capture = enum_name(egress.capture_mode) or "DEFAULT"
             listeners.append(EgressListener(tuple(hosts), port, egress.bind or "", capture))
         return SidecarScope(chosen, tuple(listeners))
 

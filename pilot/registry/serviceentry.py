@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from pilot.config.convert import enum_name
 from pilot.config.model import Config
 
 # A module import, not a name import: pilot.push.context imports this module while it initialises.
@@ -54,8 +55,8 @@ def build(
         spec = cfg.spec
         ports = tuple(Port(p.name, p.number, Protocol.parse(p.protocol)) for p in spec.ports)
         target_ports = {p.name: p.target_port or p.number for p in spec.ports}
-        resolution = _RESOLUTIONS.get(_enum_name(spec.resolution), Resolution.NONE)
-        mesh_external = _enum_name(spec.location) != "MESH_INTERNAL"
+        resolution = _RESOLUTIONS.get(enum_name(spec.resolution), Resolution.NONE)
+        mesh_external = enum_name(spec.location) != "MESH_INTERNAL"
         workloads = _workloads(cfg, workloads_by_ns.get(cfg.namespace, ()))
         shared = _endpoints_by_port(ports, target_ports, workloads)
 
@@ -134,11 +135,6 @@ def _endpoints_by_port(
 
 def _origin(cfg: Config) -> str:
     return f"ServiceEntry/{cfg.namespace}/{cfg.name}"
-
-
-def _enum_name(value: Any) -> str:
-    name = getattr(value, "name", None)
-    return name if isinstance(name, str) else str(value)
 
 
 def _frozen(labels: Mapping[str, str]) -> Mapping[str, str]:

@@ -31,6 +31,7 @@ from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
+from pilot.config.convert import enum_name
 from pilot.config.model import Config
 from pilot.proxy import Proxy
 from pilot.push.context import PushContext
@@ -49,16 +50,6 @@ Cluster = cluster_pb2.Cluster
 
 
 # ----- reading Istio specs (betterproto2 messages) -----
-
-
-def enum_name(value: Any) -> str:
-    """The proto name of an enum value from a spec ("" when unset); tolerant of plain strings."""
-    if value is None:
-        return ""
-    name = getattr(value, "name", None)
-    if isinstance(name, str):
-        return name
-    return str(value)
 
 
 def to_duration(value: Any) -> duration_pb2.Duration | None:

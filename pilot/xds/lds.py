@@ -35,12 +35,12 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from pilot.config.convert import enum_name
 from pilot.config.model import Config
 from pilot.proxy import Proxy
 from pilot.push.context import EgressListener, PushContext, hosts_overlap, resolve_short_name
 from pilot.registry.model import Protocol, Service
 from pilot.xds import names
-from pilot.xds.cds import enum_name
 
 log = logging.getLogger(__name__)
 

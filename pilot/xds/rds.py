@@ -706,10 +706,7 @@ def _translate_route(
     authority = ""
     if http.headers is not None:
         ops = _HeaderOps.of(http.headers)
-        out.request_headers_to_add.extend(ops.request_add)
-        out.request_headers_to_remove.extend(ops.request_remove)
-        out.response_headers_to_add.extend(ops.response_add)
-        out.response_headers_to_remove.extend(ops.response_remove)
+        ops.apply_to(out)
         authority = ops.authority
 
     if http.redirect is not None:
@@ -854,6 +851,13 @@ class _HeaderOps:
             authority=add_authority or set_authority,
         )
 
+    def apply_to(self, target: rc.Route | rc.WeightedCluster.ClusterWeight) -> None:
+        """Add the header operations to a route or a weighted cluster (both have the same four fields)."""
+        target.request_headers_to_add.extend(self.request_add)
+        target.request_headers_to_remove.extend(self.request_remove)
+        target.response_headers_to_add.extend(self.response_add)
+        target.response_headers_to_remove.extend(self.response_remove)
+
 
 def _is_internal_header(name: str) -> bool:
     return name.startswith(":") or name.lower() == "host"
@@ -919,10 +923,7 @@ def _translate_action(
         action.cluster = _destination_cluster(push, vs, dest.destination, port)
         if dest.headers is not None:
             ops = _HeaderOps.of(dest.headers)
-            out.request_headers_to_add.extend(ops.request_add)
-            out.request_headers_to_remove.extend(ops.request_remove)
-            out.response_headers_to_add.extend(ops.response_add)
-            out.response_headers_to_remove.extend(ops.response_remove)
+            ops.apply_to(out)
             if ops.authority:
                 action.host_rewrite_literal = ops.authority
         policy = _hash_policy(hashes[0])
@@ -970,10 +971,7 @@ def _cluster_weight(
     )
     if dest.headers is not None:
         ops = _HeaderOps.of(dest.headers)
-        out.request_headers_to_add.extend(ops.request_add)
-        out.request_headers_to_remove.extend(ops.request_remove)
-        out.response_headers_to_add.extend(ops.response_add)
-        out.response_headers_to_remove.extend(ops.response_remove)
+        ops.apply_to(out)
         if ops.authority:
             out.host_rewrite_literal = ops.authority
     return out
