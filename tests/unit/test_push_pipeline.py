@@ -157,3 +157,14 @@ async def test_dequeue_waits_for_work() -> None:
     queue.enqueue("x", req("1"))
     key, _ = await asyncio.wait_for(getter, 1)
     assert key == "x"
+
+
+def test_debounce_settings_come_from_istiod_env_vars(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pilot.push.debounce import durations_from_env
+
+    monkeypatch.delenv("PILOT_DEBOUNCE_AFTER", raising=False)
+    monkeypatch.delenv("PILOT_DEBOUNCE_MAX", raising=False)
+    assert durations_from_env() == (pytest.approx(0.1), 10.0)
+    monkeypatch.setenv("PILOT_DEBOUNCE_AFTER", "250ms")
+    monkeypatch.setenv("PILOT_DEBOUNCE_MAX", "2s")
+    assert durations_from_env() == (pytest.approx(0.25), 2.0)
