@@ -241,29 +241,33 @@ class PushContext:
                     return cfg
         return None
 
-    def sidecar_scope(self, proxy: Proxy) -> SidecarScope:
-        """The Sidecar resource that applies to a sidecar proxy: one selecting its labels, else the
-        namespace-wide one, else the root-namespace default, else the implicit ``*/*`` scope."""
+    def sidecar_for(self, proxy: Proxy) -> Config | None:
+        """The Sidecar resource that applies to a sidecar proxy: one in its namespace selecting its labels,
+        else its namespace's one without a selector, else the root namespace's, else None."""
         if proxy.is_router:
-            return SidecarScope(None, (DEFAULT_EGRESS,))
-        chosen: Config | None = None
+            return None
         for ns in (proxy.namespace, ROOT_NAMESPACE):
             in_ns = [c for c in self.sidecars if c.namespace == ns]
-            selecting = [
-                c
-                for c in in_ns
-                if c.spec.workload_selector is not None
-                and c.spec.workload_selector.labels
-                and labels_match(c.spec.workload_selector.labels, proxy.labels)
-                and ns == proxy.namespace
-            ]
-            plain = [c for c in in_ns if c.spec.workload_selector is None or not c.spec.workload_selector.labels]
-            if selecting:
-                chosen = selecting[0]
-                break
-            if plain:
-                chosen = plain[0]
-                break
+            if ns == proxy.namespace:
+                for c in in_ns:
+                    selector = c.spec.workload_selector
+                    if selector is not None and selector.labels and labels_match(selector.labels, proxy.labels):
+                        return c
+            for c in in_ns:
+                if c.spec.workload_selector is None or not c.spec.workload_selector.labels:
+                    return c
+        return None
+
+    @cached_property
+    def uses_source_labels(self) -> bool:
+        """Whether any VirtualService routes by ``sourceLabels``, making routes depend on each proxy's labels."""
+        return any(
+            match.source_labels for vs in self.virtual_services for http in vs.config.spec.http for match in http.match
+        )
+
+    def sidecar_scope(self, proxy: Proxy) -> SidecarScope:
+        """The egress listeners of the Sidecar that applies (see sidecar_for), or the implicit ``*/*`` scope."""
+        chosen = self.sidecar_for(proxy)
         if chosen is None or not chosen.spec.egress:
             return SidecarScope(chosen, (DEFAULT_EGRESS,))
         listeners = []

@@ -1,8 +1,8 @@
 """Dispatch from xDS type to generator, with a bounded cache of packed resources.
 
-Generators are pure functions of (proxy, push context, requested names). What they read from a proxy is
-its type, namespace and labels (Sidecar and Gateway selection), so proxies that share those share
-generated resources: the cache key is that *proxy view* plus the push version and the requested names.
+Generators are pure functions of (proxy, push context, requested names). Proxies that look the same to
+them share generated resources: the cache key is that *proxy view* (see proxy_view) plus the push version
+and the requested names.
 A new push context has a new version, so stale entries are never hit; the LRU bound evicts them.
 """
 
@@ -20,8 +20,20 @@ from pilot.xds.stream import Resource
 CacheKey = tuple[object, ...]
 
 
-def proxy_view(proxy: Proxy) -> tuple[object, ...]:
-    return (proxy.type, proxy.namespace, tuple(sorted(proxy.labels.items())))
+def proxy_view(proxy: Proxy, push: PushContext) -> tuple[object, ...]:
+    """What generation reads from a proxy, so proxies with equal views share generated resources.
+
+    Labels matter only through what they select (the Sidecar that applies, the Gateways selecting a router),
+    unless a VirtualService routes by sourceLabels: then the labels themselves are part of the view.
+    """
+    if proxy.is_router:
+        selected: object = tuple(gw.key for gw in push.gateways_for_proxy(proxy))
+    else:
+        sidecar = push.sidecar_for(proxy)
+        selected = sidecar.key if sidecar is not None else None
+    labels = tuple(sorted(proxy.labels.items())) if push.uses_source_labels else ()
+    interception = str(proxy.metadata.get("INTERCEPTION_MODE", ""))
+    return (proxy.type, proxy.namespace, proxy.dns_domain, interception, selected, labels)
 
 
 class XdsCache:
@@ -86,7 +98,7 @@ def generate(
     names: Iterable[str] = (),
 ) -> tuple[Resource, ...]:
     """All resources of one type for a proxy (wildcard types) or for the requested names."""
-    view = proxy_view(proxy)
+    view = proxy_view(proxy, push)
     if type_url == CLUSTER_TYPE:
         return cache.get_or_build((push.version, type_url, view), lambda: _pack(cds.build_clusters(proxy, push)))
     if type_url == LISTENER_TYPE:

@@ -14,6 +14,20 @@ PUSH_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
 # Types whose subscriptions may be wildcard (all resources); the others are always requested by name.
 WILDCARD_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
 
+# Config kinds that cannot change a type's resources, given what each generator reads:
+#   cds: services (+ endpoints inline in DNS clusters), DestinationRule, Sidecar
+#   eds: services and endpoints, DestinationRule subsets
+#   lds: services (ports, VIPs), Gateway, Sidecar, VirtualService (gateway TCP/TLS routes)
+#   rds: services, VirtualService, Gateway, Sidecar, DestinationRule (consistent hash)
+# A push whose changed keys are all of these kinds skips the type (istiod's skipped*Configs). The skip only
+# saves work: the per-resource diff would find nothing to send anyway.
+UNAFFECTED_BY: dict[str, frozenset[str]] = {
+    CLUSTER_TYPE: frozenset({"VirtualService", "Gateway", "Namespace"}),
+    ENDPOINT_TYPE: frozenset({"VirtualService", "Gateway", "Sidecar", "Namespace"}),
+    LISTENER_TYPE: frozenset({"DestinationRule", "WorkloadEntry", "EndpointSlice", "Pod", "Namespace"}),
+    ROUTE_TYPE: frozenset({"WorkloadEntry", "EndpointSlice", "Pod", "Namespace"}),
+}
+
 SHORT_TYPE = {CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", LISTENER_TYPE: "lds", ROUTE_TYPE: "rds"}
 
 BLACKHOLE_CLUSTER = "BlackHoleCluster"

@@ -29,7 +29,7 @@ from pilot.push.context import PushContext
 from pilot.push.queue import PushQueue
 from pilot.push.request import REASON_PROXY_REQUEST, PushRequest
 from pilot.xds.generate import XdsCache, generate
-from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, PUSH_ORDER, SHORT_TYPE, WILDCARD_TYPES
+from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, PUSH_ORDER, SHORT_TYPE, UNAFFECTED_BY, WILDCARD_TYPES
 from pilot.xds.stream import Decision, RequestKind, StreamState
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,8 @@ class Connection:
             if not self.state.watched(type_url):
                 continue
             force = type_url == ENDPOINT_TYPE and cds_sent
+            if not force and _unaffected(type_url, request):
+                continue
             sent = await self._send_type(type_url, push, force=force)
             if type_url == CLUSTER_TYPE:
                 cds_sent = sent
@@ -193,6 +195,12 @@ class Connection:
             (time.monotonic() - started) * 1e3,
         )
         return True
+
+
+def _unaffected(type_url: str, request: PushRequest) -> bool:
+    """True when every changed config is of a kind that cannot change this type (empty = anything changed)."""
+    skip = UNAFFECTED_BY.get(type_url, frozenset())
+    return bool(request.configs_updated) and all(key.kind in skip for key in request.configs_updated)
 
 
 class DiscoveryServer:
