@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -88,6 +89,7 @@ async def syncz(request: web.Request) -> web.Response:
                 resources[type_url] = {
                     "sent": state.sent_nonce,
                     "acked": state.acked_nonce,
+                    "sentTime": _iso(state.sent_time),
                     "lastError": state.last_error,
                 }
         entry["resources"] = resources
@@ -112,6 +114,10 @@ async def config_cache(request: web.Request) -> web.Response:
         out["total"] = _human(sum(sizes.values()))
         return _json(request, out)
     return _json(request, cache.entries())
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp else ""
 
 
 def _human(n: int) -> str:

@@ -57,6 +57,3 @@ class PushQueue(Generic[K]):
         """Forget a connection that went away."""
         self._pending.pop(key, None)
         self._processing.pop(key, None)
-
-    def pending_for(self, key: K) -> PushRequest | None:
-        return self._pending.get(key)

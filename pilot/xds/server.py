@@ -27,7 +27,7 @@ from pilot.config.model import Config, ConfigKey
 from pilot.proxy import Proxy, ProxyIdError, parse_proxy
 from pilot.push.context import PushContext
 from pilot.push.queue import PushQueue
-from pilot.push.request import REASON_PROXY_REQUEST, PushRequest
+from pilot.push.request import PushRequest
 from pilot.xds.generate import XdsCache, generate
 from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, PUSH_ORDER, SHORT_TYPE, UNAFFECTED_BY, WILDCARD_TYPES
 from pilot.xds.stream import Decision, RequestKind, StreamState
@@ -66,7 +66,6 @@ class Connection:
         self._push: PushRequest | None = None
         self._push_done: Callable[[], None] | None = None
         self._wakeup = asyncio.Event()
-        self.last_push: PushContext | None = None
 
     # Called by the sender loop; never blocks.
     def deliver(self, request: PushRequest, done: Callable[[], None]) -> None:
@@ -176,7 +175,6 @@ class Connection:
         response = self.state.prepare_response(
             type_url, resources, push.version, only=only, force=force, now=time.time()
         )
-        self.last_push = push
         if response is None:
             return False
         try:
@@ -223,8 +221,6 @@ class DiscoveryServer:
         self.counters: Counter[str] = Counter()
         self._versions = itertools.count(1)
         self._conn_numbers = itertools.count(1)
-        self.previous_push_status: Mapping[str, object] = {}
-        self.push_listeners: list[Callable[[PushContext], None]] = []
 
     # ----- push side -----
 
@@ -235,15 +231,11 @@ class DiscoveryServer:
     def rebuild(self) -> PushContext:
         """Build a new PushContext from the current config snapshot and make it current."""
         started = time.monotonic()
-        if self.current is not None:
-            self.previous_push_status = self.current.proxy_status
         push = PushContext.build(self.next_version(), self._snapshot(), self.domain_suffix)
         self.current = push
         self.cache.clear()  # entries are keyed by version; clearing just frees memory early
         self.counters["pilot_pushcontext_init"] += 1
         log.debug("PushContext %s built in %.1fms", push.version, (time.monotonic() - started) * 1e3)
-        for listener in self.push_listeners:
-            listener(push)
         return push
 
     async def push(self, request: PushRequest) -> None:
@@ -330,6 +322,3 @@ class DiscoveryServer:
                 discovery_pb2.DeltaDiscoveryResponse,
             ),
         }
-
-    def request_full_push(self, reason: str = REASON_PROXY_REQUEST) -> PushRequest:
-        return PushRequest(full=True, reason=Counter({reason: 1}))

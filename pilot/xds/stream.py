@@ -87,7 +87,6 @@ class StreamState:
         self.types: dict[str, TypeState] = {}
         self._nonces = itertools.count(1)
         self._nonce_prefix = nonce_prefix
-        self.node_seen = False
 
     # ----- inbound -----
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
+from pilot.push.request import PushRequest
 from pilot.server import PilotServer, ServerOptions
 from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from pilot.xds.server import ADS_METHOD
@@ -154,7 +156,7 @@ async def test_nack_is_not_answered_with_the_same_version(ads: AdsClient, pilot:
     assert conn.state.types[CLUSTER_TYPE].last_error == "cluster rejected by test"
     # A config push that does not change clusters must not resend them either.
     converged = pilot.discovery.counters["pilot_proxy_convergence"]
-    await pilot.discovery.push(pilot.discovery.request_full_push())
+    await pilot.discovery.push(PushRequest(reason=Counter(debug=1)))
     deadline = asyncio.get_running_loop().time() + 5
     while pilot.discovery.counters["pilot_proxy_convergence"] == converged:
         assert asyncio.get_running_loop().time() < deadline, "the push never reached the connection"
