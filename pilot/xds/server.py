@@ -46,6 +46,31 @@ def default_throttle() -> int:
     return min(15 + 5 * (os.cpu_count() or 1), 100)
 
 
+class PushTicket:
+    """A push handed to a connection by the sender loop.
+
+    It holds a throttle slot only while the connection generates (CPU and memory are what the throttle
+    bounds) and the connection's place in the push queue until everything is sent. So a proxy that stops
+    reading blocks only its own stream: its slot is back before the send that blocks.
+    """
+
+    __slots__ = ("_mark_done", "_release", "_released")
+
+    def __init__(self, release_slot: Callable[[], None], mark_done: Callable[[], None]) -> None:
+        self._release = release_slot
+        self._mark_done = mark_done
+        self._released = False
+
+    def release_slot(self) -> None:
+        if not self._released:
+            self._released = True
+            self._release()
+
+    def finish(self) -> None:
+        self.release_slot()
+        self._mark_done()
+
+
 class Connection:
     """One ADS stream. Its loop handles requests first, then at most one pending push."""
 
@@ -64,13 +89,17 @@ class Connection:
         self.metadata: dict[str, object] = {}
         self._requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue(self.REQUEST_BUFFER)
         self._push: PushRequest | None = None
-        self._push_done: Callable[[], None] | None = None
+        self._ticket: PushTicket | None = None
+        self._sending = False
         self._wakeup = asyncio.Event()
 
     # Called by the sender loop; never blocks.
-    def deliver(self, request: PushRequest, done: Callable[[], None]) -> None:
+    def deliver(self, request: PushRequest, ticket: PushTicket) -> None:
         self._push = request
-        self._push_done = done
+        self._ticket = ticket
+        if self._sending:
+            # Blocked writing to a slow proxy: it will not generate soon, so it must not hold a slot.
+            ticket.release_slot()
         self._wakeup.set()
 
     async def _read(self) -> None:
@@ -94,22 +123,21 @@ class Connection:
                         return
                     await self._handle_request(request)
                     continue
-                if self._push is not None:
-                    push_request, done = self._push, self._push_done
-                    self._push, self._push_done = None, None
+                if self._push is not None and self._ticket is not None:
+                    push_request, ticket = self._push, self._ticket
+                    self._push, self._ticket = None, None
                     try:
-                        await self._handle_push(push_request)
+                        await self._handle_push(push_request, ticket)
                     finally:
-                        if done is not None:
-                            done()
+                        ticket.finish()
                     continue
                 self._wakeup.clear()
                 await self._wakeup.wait()
         finally:
             reader.cancel()
-            if self._push_done is not None:
-                self._push_done()
-                self._push_done = None
+            if self._ticket is not None:
+                self._ticket.finish()
+                self._ticket = None
                 self._push = None
 
     async def _handle_request(self, request: discovery_pb2.DiscoveryRequest) -> None:
@@ -123,9 +151,14 @@ class Connection:
         if push is None:
             return
         only = decision.added if decision.type_url not in WILDCARD_TYPES else frozenset()
-        sent = await self._send_type(decision.type_url, push, only=only)
-        if sent and decision.type_url == CLUSTER_TYPE and self.state.watched(ENDPOINT_TYPE):
-            await self._send_type(ENDPOINT_TYPE, push, force=True)
+        response = self._prepare(decision.type_url, push, only=only)
+        if response is None:
+            return
+        await self._send(response)
+        if decision.type_url == CLUSTER_TYPE and self.state.watched(ENDPOINT_TYPE):
+            endpoints = self._prepare(ENDPOINT_TYPE, push, force=True)
+            if endpoints is not None:
+                await self._send(endpoints)
 
     def _initialize(self, request: discovery_pb2.DiscoveryRequest) -> None:
         if not request.HasField("node") or not request.node.id:
@@ -142,57 +175,66 @@ class Connection:
         self.server.register(self)
         log.info("ADS: new connection for node %s (%s)", self.proxy.id, self.id)
 
-    async def _handle_push(self, request: PushRequest) -> None:
+    async def _handle_push(self, request: PushRequest, ticket: PushTicket) -> None:
         if self.proxy is None:
             return
         push = request.push or self.server.current
         if push is None:
             return
-        cds_sent = False
+        # Generate every type first (holding the throttle slot), then send in push order without it.
+        responses = []
+        cds_changed = False
         for type_url in PUSH_ORDER:
             if not self.state.watched(type_url):
                 continue
-            force = type_url == ENDPOINT_TYPE and cds_sent
+            force = type_url == ENDPOINT_TYPE and cds_changed
             if not force and _unaffected(type_url, request):
                 continue
-            sent = await self._send_type(type_url, push, force=force)
+            response = self._prepare(type_url, push, force=force)
             if type_url == CLUSTER_TYPE:
-                cds_sent = sent
+                cds_changed = response is not None
+            if response is not None:
+                responses.append(response)
+        ticket.release_slot()
+        for response in responses:
+            await self._send(response)
         self.server.record_convergence(request)
 
-    async def _send_type(
+    def _prepare(
         self,
         type_url: str,
         push: PushContext,
         *,
         only: frozenset[str] | None = None,
         force: bool = False,
-    ) -> bool:
+    ) -> discovery_pb2.DiscoveryResponse | None:
+        """Generate one type and ask the stream state what to send (None: the proxy already has it)."""
         assert self.proxy is not None
-        started = time.monotonic()
         wildcard, names = self.state.subscription(type_url)
         resources = generate(self.server.cache, type_url, self.proxy, push, () if wildcard else names)
-        response = self.state.prepare_response(
-            type_url, resources, push.version, only=only, force=force, now=time.time()
-        )
-        if response is None:
-            return False
+        return self.state.prepare_response(type_url, resources, push.version, only=only, force=force, now=time.time())
+
+    async def _send(self, response: discovery_pb2.DiscoveryResponse) -> None:
+        short = SHORT_TYPE.get(response.type_url, response.type_url)
+        started = time.monotonic()
+        self._sending = True
         try:
             await asyncio.wait_for(self.stream.send_message(response), timeout=self.server.send_timeout)
         except TimeoutError:
             self.server.counters["pilot_xds_write_timeout"] += 1
-            log.warning("ADS: %s send of %s timed out; closing the stream", self.id, SHORT_TYPE.get(type_url))
+            log.warning("ADS: %s send of %s timed out; closing the stream", self.id, short)
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.DEADLINE_EXCEEDED, "send timed out") from None
-        self.server.counters[f"pilot_xds_pushes{{type={SHORT_TYPE.get(type_url, type_url)}}}"] += 1
+        finally:
+            self._sending = False
+        self.server.counters[f"pilot_xds_pushes{{type={short}}}"] += 1
         log.debug(
             "ADS: %s pushed %s %d resources version %s in %.1fms",
             self.id,
-            SHORT_TYPE.get(type_url, type_url),
+            short,
             len(response.resources),
-            push.version,
+            response.version_info,
             (time.monotonic() - started) * 1e3,
         )
-        return True
 
 
 def _unaffected(type_url: str, request: PushRequest) -> bool:
@@ -260,12 +302,7 @@ class DiscoveryServer:
                 self.queue.remove(conn)
                 slots.release()
                 continue
-
-            def done(conn: Connection = conn) -> None:
-                self.queue.mark_done(conn)
-                slots.release()
-
-            conn.deliver(request, done)
+            conn.deliver(request, PushTicket(slots.release, lambda conn=conn: self.queue.mark_done(conn)))
 
     def record_convergence(self, request: PushRequest) -> None:
         self.counters["pilot_proxy_convergence"] += 1
