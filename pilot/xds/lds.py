@@ -350,7 +350,11 @@ def _gateway_listeners(proxy: Proxy, push: PushContext) -> list[Listener]:
         listener = _listener(name, address, port)
         if group.kind == "http":
             chain = listener.filter_chains.add()
-            chain.filters.append(http_connection_manager(f"outbound_{name}", names.gateway_http_route_name(port, bind)))
+            chain.filters.append(
+                http_connection_manager(
+                    f"outbound_{name}", names.gateway_http_route_name(port, bind), use_remote_address=True
+                )
+            )
         elif group.kind == "tls":
             chains = _tls_chains(push, group)
             if not chains:

@@ -272,6 +272,8 @@ def test_gateway_http_servers_merge_per_port_and_bind() -> None:
     assert manager.rds.route_config_name == "http.80"
     assert manager.stat_prefix == "outbound_0.0.0.0_80"
     assert [f.name for f in manager.http_filters] == [names.FAULT_FILTER, names.CORS_FILTER, names.ROUTER_FILTER]
+    # As istiod: gateways are the edge, so the client address is the remote address (sidecars: false).
+    assert manager.use_remote_address.value
     bound = listeners["127.0.0.1_8080"]
     assert _address(bound) == ("127.0.0.1", 8080)
     assert _hcm(bound).rds.route_config_name == names.gateway_http_route_name(8080, "127.0.0.1")
