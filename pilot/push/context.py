@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -234,10 +234,10 @@ class PushContext:
                 continue
             for ns in ns_order:
                 for cfg in candidates:
-                    if cfg.namespace == ns and _exported_to(cfg, proxy_namespace):
+                    if cfg.namespace == ns and exported_to(cfg, proxy_namespace):
                         return cfg
             for cfg in candidates:
-                if _exported_to(cfg, proxy_namespace):
+                if exported_to(cfg, proxy_namespace):
                     return cfg
         return None
 
@@ -305,7 +305,7 @@ class PushContext:
             vs
             for vs in self.virtual_services
             if MESH_GATEWAY in vs.gateways
-            and _exported_to(vs.config, proxy.namespace)
+            and exported_to(vs.config, proxy.namespace)
             and any(egress.selects_host(h, vs.config.namespace) for h in vs.hosts)
         )
 
@@ -318,9 +318,9 @@ class PushContext:
         return tuple(vs for vs in self.virtual_services if name in vs.gateways)
 
 
-def _exported_to(cfg: Config, namespace: str) -> bool:
-    export_to: Iterable[str] = getattr(cfg.spec, "export_to", None) or ()
-    export_to = list(export_to)
+def exported_to(cfg: Config, namespace: str) -> bool:
+    """Istio's exportTo for config objects: unset or '*' everywhere, '.' own namespace, else listed ones."""
+    export_to = list(getattr(cfg.spec, "export_to", None) or ())
     if not export_to:
         return True
     for target in export_to:

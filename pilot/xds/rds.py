@@ -68,6 +68,7 @@ from pilot.push.context import (
     BoundVirtualService,
     EgressListener,
     PushContext,
+    exported_to,
     host_matches,
     resolve_gateway_name,
     resolve_short_name,
@@ -495,7 +496,7 @@ def _gateway_route_config(proxy: Proxy, push: PushContext, name: str) -> route_p
         https_redirect = server.tls is not None and bool(server.tls.https_redirect)
         server_hosts = [_sanitize_server_host(h, gateway.namespace) for h in server.hosts or ()]
         for bound in push.gateway_virtual_services(gateway):
-            if not _exported_to(bound.config, proxy.namespace):
+            if not exported_to(bound.config, proxy.namespace):
                 continue
             hosts = _intersect_hosts(_hosts_for_namespace(server_hosts, bound.config.namespace), bound.hosts)
             if not hosts:
@@ -605,16 +606,6 @@ def _intersect_hosts(server_hosts: Sequence[str], vs_hosts: Sequence[str]) -> li
             if chosen not in out:
                 out.append(chosen)
     return out
-
-
-def _exported_to(cfg: Config, namespace: str) -> bool:
-    export_to = list(getattr(cfg.spec, "export_to", None) or ())
-    if not export_to:
-        return True
-    for target in export_to:
-        if target == "*" or target == namespace or (target == "." and cfg.namespace == namespace):
-            return True
-    return False
 
 
 # ---------------------------------------------------------------------------------------------------------
