@@ -69,6 +69,16 @@ async def pilot(tmp_path: Path) -> AsyncIterator[PilotServer]:
         await server.stop()
 
 
+def ads_request(channel: grpclib.client.Channel) -> grpclib.client.Stream:
+    """An ADS stream on a channel (use as ``async with``)."""
+    return channel.request(
+        ADS_METHOD,
+        grpclib.const.Cardinality.STREAM_STREAM,
+        discovery_pb2.DiscoveryRequest,
+        discovery_pb2.DiscoveryResponse,
+    )
+
+
 class AdsClient:
     def __init__(self, stream: grpclib.client.Stream) -> None:
         self.stream = stream
@@ -102,12 +112,7 @@ class AdsClient:
 async def ads(pilot: PilotServer) -> AsyncIterator[AdsClient]:
     channel = grpclib.client.Channel("127.0.0.1", pilot.grpc_port)
     try:
-        async with channel.request(
-            ADS_METHOD,
-            grpclib.const.Cardinality.STREAM_STREAM,
-            discovery_pb2.DiscoveryRequest,
-            discovery_pb2.DiscoveryResponse,
-        ) as stream:
+        async with ads_request(channel) as stream:
             yield AdsClient(stream)
             await stream.cancel()
     finally:
@@ -254,12 +259,7 @@ async def test_first_request_without_node_is_rejected(pilot: PilotServer) -> Non
     channel = grpclib.client.Channel("127.0.0.1", pilot.grpc_port)
     try:
         with pytest.raises(grpclib.exceptions.GRPCError) as err:
-            async with channel.request(
-                ADS_METHOD,
-                grpclib.const.Cardinality.STREAM_STREAM,
-                discovery_pb2.DiscoveryRequest,
-                discovery_pb2.DiscoveryResponse,
-            ) as stream:
+            async with ads_request(channel) as stream:
                 await stream.send_message(discovery_pb2.DiscoveryRequest(type_url=CLUSTER_TYPE))
                 await asyncio.wait_for(stream.recv_message(), 5)
         assert err.value.status is grpclib.const.Status.INVALID_ARGUMENT

@@ -17,7 +17,7 @@ from grpclib.config import Configuration
 
 from pilot.server import PilotServer, ServerOptions
 from pilot.xds.names import CLUSTER_TYPE
-from pilot.xds.server import ADS_METHOD
+from tests.xds.test_ads_protocol import ads_request
 
 SEND_TIMEOUT = 30.0  # far longer than the test waits: the healthy proxy must not depend on it
 
@@ -68,14 +68,7 @@ async def open_stream(stack: AsyncExitStack, port: int, pod: str, window: int | 
     config = Configuration(http2_connection_window_size=window, http2_stream_window_size=window) if window else None
     channel = grpclib.client.Channel("127.0.0.1", port, config=config)
     stack.callback(channel.close)
-    stream = await stack.enter_async_context(
-        channel.request(
-            ADS_METHOD,
-            grpclib.const.Cardinality.STREAM_STREAM,
-            discovery_pb2.DiscoveryRequest,
-            discovery_pb2.DiscoveryResponse,
-        )
-    )
+    stream = await stack.enter_async_context(ads_request(channel))
     request = discovery_pb2.DiscoveryRequest(type_url=CLUSTER_TYPE)
     request.node.id = f"sidecar~127.0.0.1~{pod}.default~default.svc.cluster.local"
     await stream.send_message(request)
