@@ -159,8 +159,16 @@ class PushContext:
 
     # ----- config by kind -----
 
+    @cached_property
+    def _by_kind(self) -> Mapping[str, tuple[Config, ...]]:
+        """Configs grouped by kind, each group in key order; built once per snapshot."""
+        grouped: dict[str, list[Config]] = defaultdict(list)
+        for key in sorted(self.configs):
+            grouped[key.kind].append(self.configs[key])
+        return {kind: tuple(configs) for kind, configs in grouped.items()}
+
     def _of_kind(self, kind: str) -> tuple[Config, ...]:
-        return tuple(c for k, c in sorted(self.configs.items()) if k.kind == kind)
+        return self._by_kind.get(kind, ())
 
     @cached_property
     def virtual_services(self) -> tuple[BoundVirtualService, ...]:

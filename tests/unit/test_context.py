@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from pilot.config.loader import load_text
 from pilot.proxy import parse_proxy
-from pilot.push.context import PushContext, resolve_gateway_name, resolve_short_name
-
-
-def push_of(text: str) -> PushContext:
-    result = load_text("test.yaml", text)
-    assert not result.errors, [str(e) for e in result.errors]
-    return PushContext.build("v1", {c.key: c for c in result.configs}, "cluster.local")
+from pilot.push.context import resolve_gateway_name, resolve_short_name
+from tests.support import push_of
 
 
 def test_resolve_short_name_follows_istio() -> None:

@@ -7,7 +7,6 @@ import importlib
 import os
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -558,7 +557,7 @@ def test_json_name(proto: str, json: str) -> None:
 # --- speed --------------------------------------------------------------------------------------------------------
 
 
-def test_typical_virtual_service_converts_well_under_a_millisecond() -> None:
+def test_typical_virtual_service_converts() -> None:
     spec = {
         "hosts": ["reviews.prod.svc.cluster.local"],
         "gateways": ["mesh"],
@@ -576,10 +575,4 @@ def test_typical_virtual_service_converts_well_under_a_millisecond() -> None:
             {"route": [{"destination": {"host": "reviews", "subset": "v1"}}]},
         ],
     }
-    ok("VirtualService", spec)
-    rounds = 200
-    start = time.perf_counter()
-    for _ in range(rounds):
-        convert_spec("VirtualService", spec)
-    per_call = (time.perf_counter() - start) / rounds
-    assert per_call < 0.0005, f"{per_call * 1e6:.0f} us per VirtualService"
+    ok("VirtualService", spec)  # its speed is measured in benchmarks/bench_config.py

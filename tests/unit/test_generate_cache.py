@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pilot.config.loader import load_text
 from pilot.config.model import ConfigKey
 from pilot.proxy import parse_proxy
-from pilot.push.context import PushContext
 from pilot.push.request import PushRequest
 from pilot.xds.generate import XdsCache, generate, proxy_view
 from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from pilot.xds.server import _unaffected
+from tests.support import push_of
 
 BASE = """
 apiVersion: networking.istio.io/v1
@@ -43,12 +42,6 @@ spec:
     route: [{destination: {host: svc.example.com}}]
   - route: [{destination: {host: svc.example.com}}]
 """
-
-
-def push_of(text: str) -> PushContext:
-    result = load_text("test.yaml", text)
-    assert not result.errors, [str(e) for e in result.errors]
-    return PushContext.build("v1", {c.key: c for c in result.configs}, "cluster.local")
 
 
 def sidecar(app: str, pod: str = "p"):  # type: ignore[no-untyped-def]
