@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 
 from pilot.config.loader import load_text
-from pilot.proxy import parse_proxy
+from pilot.model.proxy import parse_proxy
 from pilot.push.context import PushContext
+from pilot.push.offline import environment_of
 from pilot.xds import cds, eds, lds, rds
 from pilot.xds.names import outbound_cluster
 
@@ -100,8 +101,9 @@ def main() -> None:
     text = mesh_yaml(args.services, args.endpoints)
     t_load, result = median_time(lambda: load_text("bench.yaml", text), 1)
     assert not result.errors, result.errors[:3]  # type: ignore[union-attr]
-    configs = {c.key: c for c in result.configs}  # type: ignore[union-attr]
-    t_ctx, push = median_time(lambda: PushContext.build("bench", configs, "cluster.local"), args.repeat)
+    configs = list(result.configs)  # type: ignore[union-attr]
+    t_env, env = median_time(lambda: environment_of(configs), 1)
+    t_ctx, push = median_time(lambda: PushContext.build(env, "bench", 1), args.repeat)  # type: ignore[arg-type]
     sidecar = parse_proxy("sidecar~10.0.0.1~app-1.default~default.svc.cluster.local", {"LABELS": {"app": "a"}})
     router = parse_proxy(
         "router~10.0.0.2~gw-1.default~default.svc.cluster.local", {"LABELS": {"istio": "ingressgateway"}}
@@ -112,7 +114,11 @@ def main() -> None:
         for s in ("", "v1", "v2")
     ]
 
-    rows = [("load+validate YAML", t_load, len(configs)), ("PushContext.build", t_ctx, len(push.services))]  # type: ignore[union-attr]
+    rows = [
+        ("load+validate YAML", t_load, len(configs)),
+        ("registries", t_env, len(env.services.services())),  # type: ignore[union-attr]
+        ("PushContext.build", t_ctx, len(push.services)),  # type: ignore[union-attr]
+    ]
     # Each timed run gets a fresh copy of the snapshot, so its lazily built indexes and memos start cold,
     # as they do for the first proxy after a push.
     fresh: list[PushContext] = [push]  # type: ignore[list-item]

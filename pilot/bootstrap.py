@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from pilot.proxy import parse_proxy
+from pilot.model.proxy import parse_proxy
 
 XDS_CLUSTER = "xds-grpc"
 

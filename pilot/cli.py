@@ -48,7 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _bootstrap(args: argparse.Namespace) -> int:
     from pilot.bootstrap import build_bootstrap, render_bootstrap
-    from pilot.proxy import ProxyIdError
+    from pilot.model.proxy import ProxyIdError
     from pilot.server import split_addr
 
     labels = {}

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
+from pilot.config.store import ConfigStore
+from pilot.model.environment import Environment
 from pilot.xds.names import SHORT_TYPE
+from pilot.xds.server import DiscoveryServer
 
-if TYPE_CHECKING:
-    from pilot.server import PilotServer
 
-SERVER_KEY: web.AppKey[PilotServer] = web.AppKey("pilot", object)  # type: ignore[arg-type]
+class Pilot(Protocol):
+    """What the monitoring server reads of a running pilot."""
+
+    ready: asyncio.Event
+    store: ConfigStore
+    env: Environment
+    discovery: DiscoveryServer
+
+
+SERVER_KEY: web.AppKey[Pilot] = web.AppKey("pilot", object)  # type: ignore[arg-type]
 
 
 def _json(request: web.Request, value: Any, status: int = 200) -> web.Response:
@@ -100,13 +111,15 @@ async def syncz(request: web.Request) -> web.Response:
 async def push_status(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     push = server.discovery.current
-    return _json(request, dict(push.proxy_status) if push else {})
+    return _json(request, push.proxy_status() if push else {})
 
 
 async def config_cache(request: web.Request) -> web.Response:
-    cache = request.app[SERVER_KEY].discovery.cache
-    if "clear" in request.query:
-        cache.clear()
+    discovery = request.app[SERVER_KEY].discovery
+    cache = discovery.cache
+    if request.query.get("clear", "").lower() in ("", "true", "1") and "clear" in request.query:
+        cache.clear_all()
+        discovery.generator.clear()
         return web.Response(text="Cache cleared\n")
     if "sizes" in request.query:
         sizes = cache.size_bytes()
@@ -149,8 +162,14 @@ async def registryz(request: web.Request) -> web.Response:
 
 
 async def endpoint_shardz(request: web.Request) -> web.Response:
-    push = request.app[SERVER_KEY].discovery.current
-    return _json(request, {h: push.endpoints[h] for h in sorted(push.endpoints)} if push else {})
+    """istiod's shape: {hostname: {namespace: {"Shards": {"registry/cluster": [endpoint]}}}}."""
+    index = request.app[SERVER_KEY].env.endpoints
+    out: dict[str, dict[str, Any]] = {}
+    for (hostname, namespace), shards in index.shards():
+        out.setdefault(hostname, {})[namespace] = {
+            "Shards": {name: [ep for eps in by_port.values() for ep in eps] for name, by_port in shards.items()},
+        }
+    return _json(request, out)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -188,7 +207,7 @@ async def debug_list(request: web.Request) -> web.Response:
     return _json(request, sorted(ENDPOINTS))
 
 
-def build_app(server: PilotServer) -> web.Application:
+def build_app(server: Pilot) -> web.Application:
     app = web.Application()
     app[SERVER_KEY] = server
     app.router.add_get("/ready", ready)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +16,15 @@ from aiohttp import web
 
 from pilot import debug
 from pilot.config.store import ConfigStore
+from pilot.model.endpoint_index import EndpointIndex
+from pilot.model.environment import Environment
 from pilot.push.debounce import DEFAULT_AFTER, DEFAULT_MAX, Debouncer
-from pilot.push.request import REASON_CONFIG, PushRequest
+from pilot.push.triggers import ChangeHandler
+from pilot.registry.aggregate import AggregateRegistry
+from pilot.registry.kube import KubernetesRegistry
+from pilot.registry.serviceentry import ServiceEntryRegistry
 from pilot.sources.files import FileSource
-from pilot.xds.server import DiscoveryServer
+from pilot.xds.server import DiscoveryServer, RawCodec
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,11 @@ class ServerOptions:
     domain_suffix: str = "cluster.local"
     debounce_after: float = DEFAULT_AFTER
     debounce_max: float = DEFAULT_MAX
+    eds_debounce: bool = True  # PILOT_ENABLE_EDS_DEBOUNCE
+    # Set for the worker processes of `pilot serve --workers N` (pilot/workers/): the xDS port is shared with
+    # the other workers (SO_REUSEPORT) and monitoring is served on a private unix socket the supervisor reads.
+    reuse_port: bool = False
+    monitoring_socket: Path | None = None
 
 
 class PilotServer:
@@ -50,8 +59,23 @@ class PilotServer:
         self.options = options
         self.store = ConfigStore()
         self.source = FileSource(options.config_dir, self.store)
-        self.discovery = DiscoveryServer(self.store.snapshot, options.domain_suffix)
-        self.debouncer = Debouncer(self.discovery.push, after=options.debounce_after, max_delay=options.debounce_max)
+        endpoints = EndpointIndex()
+        self.registry = AggregateRegistry(
+            [
+                KubernetesRegistry(endpoints, options.domain_suffix),
+                ServiceEntryRegistry(endpoints, options.domain_suffix),
+            ]
+        )
+        self.env = Environment(self.store, self.registry, endpoints, options.domain_suffix)
+        self.discovery = DiscoveryServer(self.env)
+        self.debouncer = Debouncer(
+            self.discovery.push,
+            after=options.debounce_after,
+            max_delay=options.debounce_max,
+            eds_debounce=options.eds_debounce,
+            push_now=self.discovery.push_now,
+        )
+        self.triggers = ChangeHandler(self.store, self.registry, self.debouncer.update)
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpclib.server.Server | None = None
@@ -59,31 +83,30 @@ class PilotServer:
         self.grpc_port = 0
         self.monitoring_port = 0
 
-    def _on_config_change(self, keys: set) -> None:
-        self.debouncer.update(
-            PushRequest(full=True, configs_updated=frozenset(keys), reason=Counter({REASON_CONFIG: len(keys)}))
-        )
-
     async def start(self) -> None:
         # Monitoring first, so /ready can answer 503 while the config loads.
         mon_host, mon_port = split_addr(self.options.monitoring_addr, 15014)
         app = debug.build_app(self)
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
-        site = web.TCPSite(self._http_runner, mon_host, mon_port)
+        if self.options.monitoring_socket is not None:
+            site: web.BaseSite = web.UnixSite(self._http_runner, str(self.options.monitoring_socket))
+        else:
+            site = web.TCPSite(self._http_runner, mon_host, mon_port)
         await site.start()
-        self.monitoring_port = _bound_port(site, mon_port)
+        self.monitoring_port = _bound_port(site, mon_port) if isinstance(site, web.TCPSite) else 0
 
         await self.source.initial_load()
         # The first snapshot covers the initial load; only later changes go through the debouncer.
+        self.triggers.sync(self.store.snapshot().keys())
         self.discovery.rebuild()
-        self.store.subscribe(self._on_config_change)
+        self.store.subscribe(self.triggers)
 
         grpc_host, grpc_port = split_addr(self.options.grpc_addr, 15010)
-        self._grpc = grpclib.server.Server([self.discovery])
+        self._grpc = grpclib.server.Server([self.discovery], codec=RawCodec())
         # grpclib's default backlog (100) overflows when a fleet of proxies reconnects at once (measured with
         # benchmarks/bench_push.py: 191 of 1000 streams lost); the kernel caps this at somaxconn.
-        await self._grpc.start(grpc_host, grpc_port, backlog=LISTEN_BACKLOG)
+        await self._grpc.start(grpc_host, grpc_port, backlog=LISTEN_BACKLOG, reuse_port=self.options.reuse_port)
         sockets = self._grpc._server.sockets if self._grpc._server else ()
         self.grpc_port = sockets[0].getsockname()[1] if sockets else grpc_port
 

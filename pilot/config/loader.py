@@ -25,7 +25,7 @@ import orjson
 import yaml
 
 from pilot.config import validation
-from pilot.config.model import ISTIO_GROUP, ISTIO_NETWORKING_KINDS, ISTIO_VERSIONS, KUBE_KINDS, Config, ConfigKey
+from pilot.model.config import ISTIO_GROUP, ISTIO_NETWORKING_KINDS, ISTIO_VERSIONS, KUBE_KINDS, Config, ConfigKey
 
 # Kinds that are not namespaced: their key has namespace "".
 CLUSTER_SCOPED_KINDS = frozenset({"Namespace"})

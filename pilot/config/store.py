@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from pilot.config.loader import LoadResult
-from pilot.config.model import Config, ConfigKey
+from pilot.model.config import Config, ConfigKey
 
 log = logging.getLogger(__name__)
 

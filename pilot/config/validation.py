@@ -31,6 +31,8 @@ import betterproto2
 from pilot.api.istio.networking import v1alpha3 as nw
 from pilot.api.istio.type import v1beta1 as type_beta
 from pilot.config.convert import FieldError, convert_spec
+from pilot.model.host import matches as hosts_match
+from pilot.model.host import subset_of as host_subset_of
 
 __all__ = ["check", "re2_error", "validate_spec", "validate_spec_full"]
 
@@ -249,32 +251,6 @@ def _validate_protocol(name: str) -> str | None:
     if name and _protocol(name) is None:
         return f"unsupported protocol: {name}"
     return None
-
-
-def _host_is_wildcard(host: str) -> bool:
-    return host.startswith("*")
-
-
-def host_matches(a: str, b: str) -> bool:
-    """Istio's host.Name.Matches: equal, or one wildcard host covers the other."""
-    if _host_is_wildcard(a):
-        if _host_is_wildcard(b):
-            return b[1:].endswith(a[1:]) if len(a) < len(b) else a[1:].endswith(b[1:])
-        return b.endswith(a[1:])
-    if _host_is_wildcard(b):
-        return a.endswith(b[1:])
-    return a == b
-
-
-def host_subset_of(a: str, b: str) -> bool:
-    """Istio's host.Name.SubsetOf: every name matched by ``a`` is matched by ``b``."""
-    if _host_is_wildcard(b):
-        if _host_is_wildcard(a):
-            return a[1:].endswith(b[1:])
-        return a.endswith(b[1:])
-    if _host_is_wildcard(a):
-        return False
-    return a == b
 
 
 def _validate_partial_wildcard(host: str) -> str | None:
@@ -1173,7 +1149,7 @@ def _validate_virtual_service(rep: _Report, vs: nw.VirtualService) -> None:
     if all_valid:
         for i, a in enumerate(vs.hosts):
             for j in range(i + 1, len(vs.hosts)):
-                if host_matches(a, vs.hosts[j]):
+                if hosts_match(a, vs.hosts[j]):
                     rep.err(f"spec.hosts[{j}]", f"duplicate hosts in virtual service: {a} & {vs.hosts[j]}")
     if not vs.http and not vs.tcp and not vs.tls:
         rep.err("spec", "http, tcp or tls must be provided in virtual service")

@@ -1,74 +1,63 @@
-"""PushContext: an immutable snapshot of config + services that generators read.
+"""PushContext: an immutable snapshot of services and routing config that generators read.
 
-Built once per debounced push from the config store; never mutated afterwards, so a push in flight never
-sees half-applied config. Index lookups that generators need (services visible to a proxy, the
-DestinationRule for a host, the Gateways selecting a router, the VirtualServices bound to a gateway) live
-here so generators stay small pure functions of (proxy, push).
+Built from the Environment on every full push; never mutated afterwards, so a push in flight never sees
+half-applied config. A new context reuses every index of the previous one whose inputs did not change:
+``build(..., previous, changed_kinds)`` copies the lazily computed indexes whose kinds (below, per index)
+are untouched, so a VirtualService edit does not re-index DestinationRules or services.
+
+Endpoints are not part of the snapshot: they are read from the environment's endpoint index, which an
+endpoint-only push updates without building a new context (as istiod's EndpointIndex).
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import MappingProxyType
+from typing import Any
 
 from pilot.config.convert import enum_name
-from pilot.config.model import Config, ConfigKey
-from pilot.proxy import Proxy
-from pilot.registry import kube as kube_registry
-from pilot.registry import serviceentry as se_registry
-from pilot.registry.model import Port, Protocol, Service, ServiceEndpoints, labels_match
+from pilot.model.config import (
+    DESTINATION_RULE,
+    GATEWAY,
+    SERVICE_KIND,
+    SIDECAR,
+    VIRTUAL_SERVICE,
+    Config,
+    ConfigKey,
+)
+from pilot.model.endpoint_index import EndpointIndex
+from pilot.model.environment import ROOT_NAMESPACE, Environment
+from pilot.model.host import MESH_GATEWAY, matches, resolve_gateway_name, resolve_short_name, subset_of
+from pilot.model.proxy import Proxy
+from pilot.model.service import Port, Protocol, Service, ServiceEndpoints, labels_match
 
-MESH_GATEWAY = "mesh"
-ROOT_NAMESPACE = "istio-system"
+# The routing kinds a PushContext indexes; services come from the registry (pseudo-kind SERVICE_KIND).
+ROUTING_KINDS = (VIRTUAL_SERVICE, DESTINATION_RULE, GATEWAY, SIDECAR)
 
-
-def resolve_short_name(host: str, namespace: str, domain_suffix: str) -> str:
-    """Istio's ResolveShortnameToFQDN: names without a dot become ``name.ns.svc.<domain>``."""
-    if not host or host == "*" or "." in host:
-        return host
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    return f"{host}.{namespace}.svc.{domain_suffix}"
-
-
-def resolve_gateway_name(name: str, namespace: str) -> str:
-    """Istio's resolveGatewayName: ``mesh``, ``ns/name`` (``./name`` = own namespace), legacy
-    ``name.ns[.svc.cluster.local]``, or a bare name in the config's namespace."""
-    if name == MESH_GATEWAY:
-        return name
-    if "/" in name:
-        ns, _, gw = name.partition("/")
-        return f"{namespace}/{gw}" if ns == "." else name
-    if "." in name:
-        gw, _, rest = name.partition(".")
-        return f"{rest.split('.', 1)[0]}/{gw}"
-    return f"{namespace}/{name}"
-
-
-def host_matches(pattern: str, host: str) -> bool:
-    """Istio host.Name.Matches: exact, '*' everything, '*.suffix' any name ending with '.suffix'."""
-    if pattern == host or pattern == "*":
-        return True
-    if pattern.startswith("*"):
-        return host.endswith(pattern[1:])
-    return False
-
-
-def hosts_overlap(a: str, b: str) -> bool:
-    return host_matches(a, b) or host_matches(b, a)
+# Which inputs each lazily built index reads; an index is carried over to the next context unless one of
+# them changed. Indexes not listed here are per-context.
+_INDEX_INPUTS: dict[str, frozenset[str]] = {
+    "virtual_services": frozenset({VIRTUAL_SERVICE}),
+    "uses_source_labels": frozenset({VIRTUAL_SERVICE}),
+    "_destination_rules_by_host": frozenset({DESTINATION_RULE}),
+    "_wildcard_destination_rule_hosts": frozenset({DESTINATION_RULE}),
+    "_destination_rule_memo": frozenset({DESTINATION_RULE, SERVICE_KIND}),
+    "gateways": frozenset({GATEWAY}),
+    "sidecars": frozenset({SIDECAR}),
+    "_sidecars_by_namespace": frozenset({SIDECAR}),
+    "_sorted_services": frozenset({SERVICE_KIND}),
+    "_visible_memo": frozenset({SERVICE_KIND}),
+    "_sidecar_scope_memo": frozenset({SIDECAR}),
+}
 
 
 @dataclass(frozen=True)
 class EgressListener:
     """One Sidecar egress listener (or the implicit catch-all one when no Sidecar applies)."""
 
-    hosts: tuple[tuple[str, str], ...]  # (namespace or "*" / ".", dnsName) pairs, already resolved "."
+    hosts: tuple[tuple[str, str], ...]  # (namespace or "*", dnsName) pairs, "." already resolved
     port: Port | None = None  # None = every service port
     bind: str = ""
     capture_mode: str = "DEFAULT"  # DEFAULT | IPTABLES | NONE
@@ -77,7 +66,7 @@ class EgressListener:
         for ns, dns in self.hosts:
             if ns not in ("*", service.namespace):
                 continue
-            if host_matches(dns, service.hostname):
+            if subset_of(service.hostname, dns):
                 return True
         return False
 
@@ -86,7 +75,7 @@ class EgressListener:
         for ns, dns in self.hosts:
             if ns not in ("*", namespace):
                 continue
-            if hosts_overlap(dns, host):
+            if matches(dns, host):
                 return True
         return False
 
@@ -109,71 +98,101 @@ class BoundVirtualService:
     gateways: tuple[str, ...]  # "mesh" or "ns/name"
 
 
-@dataclass(frozen=True)
+View = tuple[object, ...]
+
+
+@dataclass(frozen=True, eq=False)
 class PushContext:
     version: str
     domain_suffix: str
-    configs: Mapping[ConfigKey, Config]
+    configs: Mapping[str, tuple[Config, ...]]  # routing config by kind, each in key order
     services: Mapping[str, Service]  # by hostname
-    endpoints: Mapping[str, ServiceEndpoints]  # by hostname
-    # Messages for /debug/push_status: {metric: {key: {"proxy":..., "message":...}}}
-    proxy_status: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
+    endpoint_index: EndpointIndex = field(default_factory=EndpointIndex)
+    number: int = 0  # increases with every context; the XdsCache's write token
+    root_namespace: str = ROOT_NAMESPACE
 
     # ----- construction -----
 
     @classmethod
-    def build(cls, version: str, configs: Mapping[ConfigKey, Config], domain_suffix: str) -> PushContext:
-        by_kind: dict[str, list[Config]] = defaultdict(list)
-        for key in sorted(configs):
-            by_kind[key.kind].append(configs[key])
-        services: dict[str, Service] = {}
-        endpoints: dict[str, ServiceEndpoints] = {}
-        # Kubernetes first, as in Istio's aggregate registry: on a hostname clash the first registry wins.
-        for svc_list, eps in (
-            kube_registry.build(
-                by_kind.get("Service", []), by_kind.get("EndpointSlice", []), by_kind.get("Pod", []), domain_suffix
-            ),
-            se_registry.build(by_kind.get("ServiceEntry", []), by_kind.get("WorkloadEntry", []), domain_suffix),
-        ):
-            for svc in svc_list:
-                if svc.hostname in services:
-                    continue
-                services[svc.hostname] = svc
-                if svc.hostname in eps:
-                    endpoints[svc.hostname] = eps[svc.hostname]
-        status: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
-        for host, svc in services.items():
-            if svc.resolution.value == "STATIC" and not any(
-                endpoints.get(host, ServiceEndpoints(host)).by_port.values()
-            ):
-                for port in svc.ports:
-                    status["pilot_eds_no_instances"][f"outbound|{port.number}||{host}"] = {}
+    def build(
+        cls,
+        env: Environment,
+        version: str,
+        number: int,
+        previous: PushContext | None = None,
+        changed_kinds: frozenset[str] | None = None,
+    ) -> PushContext:
+        """A context from the environment; with ``previous``, unchanged inputs and indexes are reused.
+
+        ``changed_kinds`` None means anything may have changed (everything is rebuilt).
+        """
+        reuse = previous is not None and changed_kinds is not None
+
+        def changed(kind: str) -> bool:
+            return not reuse or kind in changed_kinds  # type: ignore[operator]
+
+        configs = {
+            kind: previous.configs[kind] if not changed(kind) else tuple(env.configs.list(kind))  # type: ignore[union-attr]
+            for kind in ROUTING_KINDS
+        }
+        services = previous.services if not changed(SERVICE_KIND) else env.services.services()  # type: ignore[union-attr]
+        push = cls(
+            version=version,
+            domain_suffix=env.domain_suffix,
+            configs=MappingProxyType(configs),
+            services=services,
+            endpoint_index=env.endpoints,
+            number=number,
+            root_namespace=env.root_namespace,
+        )
+        if reuse:
+            assert previous is not None and changed_kinds is not None
+            inherited = previous.__dict__
+            for name, inputs in _INDEX_INPUTS.items():
+                if name in inherited and not (inputs & changed_kinds):
+                    push.__dict__[name] = inherited[name]
+        return push
+
+    @classmethod
+    def of(
+        cls,
+        configs: Iterable[Config] = (),
+        services: Iterable[Service] = (),
+        endpoints: Mapping[str, ServiceEndpoints] | EndpointIndex | None = None,
+        *,
+        domain_suffix: str = "cluster.local",
+        version: str = "1",
+    ) -> PushContext:
+        """A context from explicit objects (tests and benchmarks); endpoints by hostname or as an index."""
+        by_kind: dict[str, list[Config]] = {kind: [] for kind in ROUTING_KINDS}
+        for cfg in sorted(configs, key=lambda c: c.key):
+            if cfg.kind in by_kind:
+                by_kind[cfg.kind].append(cfg)
+        service_map = {s.hostname: s for s in services}
+        if isinstance(endpoints, EndpointIndex):
+            index = endpoints
+        else:
+            index = EndpointIndex()
+            for hostname, eps in (endpoints or {}).items():
+                svc = service_map.get(hostname)
+                index.update(hostname, svc.namespace if svc else "", "test", eps.by_port)
         return cls(
             version=version,
             domain_suffix=domain_suffix,
-            configs=configs,
-            services=services,
-            endpoints=endpoints,
-            proxy_status={k: dict(v) for k, v in status.items()},
+            configs=MappingProxyType({k: tuple(v) for k, v in by_kind.items()}),
+            services=MappingProxyType(service_map),
+            endpoint_index=index,
         )
 
-    # ----- config by kind -----
-
-    @cached_property
-    def _by_kind(self) -> Mapping[str, tuple[Config, ...]]:
-        """Configs grouped by kind, each group in key order; built once per snapshot."""
-        grouped: dict[str, list[Config]] = defaultdict(list)
-        for key in sorted(self.configs):
-            grouped[key.kind].append(self.configs[key])
-        return {kind: tuple(configs) for kind, configs in grouped.items()}
-
     def _of_kind(self, kind: str) -> tuple[Config, ...]:
-        return self._by_kind.get(kind, ())
+        return self.configs.get(kind, ())
+
+    # ----- indexes -----
 
     @cached_property
     def virtual_services(self) -> tuple[BoundVirtualService, ...]:
         bound = []
-        for cfg in self._of_kind("VirtualService"):
+        for cfg in self._of_kind(VIRTUAL_SERVICE):
             spec = cfg.spec
             hosts = tuple(resolve_short_name(h, cfg.namespace, self.domain_suffix) for h in spec.hosts)
             gateways = [resolve_gateway_name(gw, cfg.namespace) for gw in spec.gateways or [MESH_GATEWAY]]
@@ -182,18 +201,36 @@ class PushContext:
 
     @cached_property
     def _destination_rules_by_host(self) -> Mapping[str, tuple[Config, ...]]:
-        index: dict[str, list[Config]] = defaultdict(list)
-        for cfg in self._of_kind("DestinationRule"):
-            index[resolve_short_name(cfg.spec.host, cfg.namespace, self.domain_suffix)].append(cfg)
+        index: dict[str, list[Config]] = {}
+        for cfg in self._of_kind(DESTINATION_RULE):
+            index.setdefault(resolve_short_name(cfg.spec.host, cfg.namespace, self.domain_suffix), []).append(cfg)
         return {k: tuple(v) for k, v in index.items()}
 
     @cached_property
     def gateways(self) -> tuple[Config, ...]:
-        return self._of_kind("Gateway")
+        return self._of_kind(GATEWAY)
 
     @cached_property
     def sidecars(self) -> tuple[Config, ...]:
-        return self._of_kind("Sidecar")
+        return self._of_kind(SIDECAR)
+
+    @cached_property
+    def _sidecars_by_namespace(self) -> Mapping[str, tuple[Config, ...]]:
+        index: dict[str, list[Config]] = {}
+        for cfg in self.sidecars:
+            index.setdefault(cfg.namespace, []).append(cfg)
+        return {k: tuple(v) for k, v in index.items()}
+
+    @cached_property
+    def _sorted_services(self) -> tuple[Service, ...]:
+        return tuple(self.services[h] for h in sorted(self.services))
+
+    @cached_property
+    def uses_source_labels(self) -> bool:
+        """Whether any VirtualService routes by ``sourceLabels``, making routes depend on each proxy's labels."""
+        return any(
+            match.source_labels for vs in self.virtual_services for http in vs.config.spec.http for match in http.match
+        )
 
     # ----- lookups used by generators -----
 
@@ -201,7 +238,11 @@ class PushContext:
         return self.services.get(hostname)
 
     def service_endpoints(self, hostname: str) -> ServiceEndpoints:
-        return self.endpoints.get(hostname) or ServiceEndpoints(hostname)
+        """The live endpoints of a service (from the environment's index, not the snapshot)."""
+        svc = self.services.get(hostname)
+        if svc is None:
+            return ServiceEndpoints(hostname)
+        return self.endpoint_index.get(hostname, svc.namespace)
 
     @cached_property
     def _wildcard_destination_rule_hosts(self) -> tuple[str, ...]:
@@ -223,18 +264,25 @@ class PushContext:
             memo[key] = self._find_destination_rule(proxy_namespace, hostname)
         return memo[key]
 
+    def destination_rules_for(self, hostname: str) -> Iterable[Config]:
+        """Every DestinationRule whose host covers ``hostname`` (exact first), whoever it is exported to."""
+        yield from self._destination_rules_by_host.get(hostname, ())
+        for host in self._wildcard_destination_rule_hosts:
+            if host != hostname and subset_of(hostname, host):
+                yield from self._destination_rules_by_host[host]
+
     def _find_destination_rule(self, proxy_namespace: str, hostname: str) -> Config | None:
         svc = self.services.get(hostname)
         ns_order = [proxy_namespace]
         if svc is not None and svc.namespace not in ns_order:
             ns_order.append(svc.namespace)
-        if ROOT_NAMESPACE not in ns_order:
-            ns_order.append(ROOT_NAMESPACE)
+        if self.root_namespace not in ns_order:
+            ns_order.append(self.root_namespace)
         exact = self._destination_rules_by_host.get(hostname, ())
         wildcard = tuple(
             cfg
             for host in self._wildcard_destination_rule_hosts
-            if host != hostname and host_matches(host, hostname)
+            if host != hostname and subset_of(hostname, host)
             for cfg in self._destination_rules_by_host[host]
         )
         for candidates in (exact, wildcard):
@@ -254,8 +302,9 @@ class PushContext:
         else its namespace's one without a selector, else the root namespace's, else None."""
         if proxy.is_router:
             return None
-        for ns in (proxy.namespace, ROOT_NAMESPACE):
-            in_ns = [c for c in self.sidecars if c.namespace == ns]
+        by_ns = self._sidecars_by_namespace
+        for ns in (proxy.namespace, self.root_namespace):
+            in_ns = by_ns.get(ns, ())
             if ns == proxy.namespace:
                 for c in in_ns:
                     selector = c.spec.workload_selector
@@ -267,43 +316,31 @@ class PushContext:
         return None
 
     @cached_property
-    def uses_source_labels(self) -> bool:
-        """Whether any VirtualService routes by ``sourceLabels``, making routes depend on each proxy's labels."""
-        return any(
-            match.source_labels for vs in self.virtual_services for http in vs.config.spec.http for match in http.match
-        )
+    def _sidecar_scope_memo(self) -> dict[tuple[str, ConfigKey | None], SidecarScope]:
+        return {}
 
     def sidecar_scope(self, proxy: Proxy) -> SidecarScope:
         """The egress listeners of the Sidecar that applies (see sidecar_for), or the implicit ``*/*`` scope."""
         chosen = self.sidecar_for(proxy)
-        if chosen is None or not chosen.spec.egress:
-            return SidecarScope(chosen, (DEFAULT_EGRESS,))
-        listeners = []
-        for egress in chosen.spec.egress:
-            hosts = []
-            for raw in egress.hosts:
-                ns, _, dns = raw.partition("/")
-                if not dns:
-                    continue  # validation rejects these; skip defensively
-                if ns == ".":
-                    ns = proxy.namespace
-                elif ns == "~":
-                    continue  # '~/*' imports nothing
-                hosts.append((ns, dns))
-            port = None
-            if egress.port is not None and egress.port.number:
-                port = Port(egress.port.name, egress.port.number, Protocol.parse(egress.port.protocol))
-            capture = enum_name(egress.capture_mode) or "DEFAULT"
-            listeners.append(EgressListener(tuple(hosts), port, egress.bind or "", capture))
-        return SidecarScope(chosen, tuple(listeners))
+        memo_key = (proxy.namespace, chosen.key if chosen is not None else None)
+        found = self._sidecar_scope_memo.get(memo_key)
+        if found is None:
+            found = self._sidecar_scope_memo[memo_key] = _sidecar_scope(chosen, proxy.namespace)
+        return found
+
+    @cached_property
+    def _visible_memo(self) -> dict[tuple[str, EgressListener], tuple[Service, ...]]:
+        return {}
 
     def visible_services(self, proxy: Proxy, egress: EgressListener = DEFAULT_EGRESS) -> tuple[Service, ...]:
         """Services a proxy may reach through one egress listener, in hostname order."""
-        return tuple(
-            svc
-            for host, svc in sorted(self.services.items())
-            if svc.visible_in(proxy.namespace) and egress.selects(svc)
-        )
+        key = (proxy.namespace, egress)
+        found = self._visible_memo.get(key)
+        if found is None:
+            found = self._visible_memo[key] = tuple(
+                svc for svc in self._sorted_services if svc.visible_in(proxy.namespace) and egress.selects(svc)
+            )
+        return found
 
     def sidecar_virtual_services(
         self, proxy: Proxy, egress: EgressListener = DEFAULT_EGRESS
@@ -325,10 +362,65 @@ class PushContext:
         name = f"{gateway.namespace}/{gateway.name}"
         return tuple(vs for vs in self.virtual_services if name in vs.gateways)
 
+    # ----- proxy classes -----
+
+    def view_of(self, proxy: Proxy) -> View:
+        """What generation reads from a proxy: proxies with equal views get identical config.
+
+        Labels matter only through what they select (the Sidecar that applies, the Gateways selecting a
+        router), unless a VirtualService routes by sourceLabels: then the labels themselves are part of it.
+        """
+        if proxy.is_router:
+            selected: object = tuple(gw.key for gw in self.gateways_for_proxy(proxy))
+        else:
+            sidecar = self.sidecar_for(proxy)
+            selected = sidecar.key if sidecar is not None else None
+        labels = tuple(sorted(proxy.labels.items())) if self.uses_source_labels else ()
+        interception = str(proxy.metadata.get("INTERCEPTION_MODE", ""))
+        return (proxy.type, proxy.namespace, proxy.dns_domain, interception, selected, labels)
+
+    # ----- status -----
+
+    def proxy_status(self) -> dict[str, dict[str, dict[str, str]]]:
+        """istiod's push_status conditions, from the current services and live endpoints."""
+        status: dict[str, dict[str, dict[str, str]]] = {}
+        for host, svc in sorted(self.services.items()):
+            if svc.resolution.value != "STATIC":
+                continue
+            endpoints = self.endpoint_index.get(host, svc.namespace)
+            if any(endpoints.by_port.values()):
+                continue
+            for port in svc.ports:
+                status.setdefault("pilot_eds_no_instances", {})[f"outbound|{port.number}||{host}"] = {}
+        return status
+
+
+def _sidecar_scope(chosen: Config | None, namespace: str) -> SidecarScope:
+    if chosen is None or not chosen.spec.egress:
+        return SidecarScope(chosen, (DEFAULT_EGRESS,))
+    listeners = []
+    for egress in chosen.spec.egress:
+        hosts = []
+        for raw in egress.hosts:
+            ns, _, dns = raw.partition("/")
+            if not dns:
+                continue  # validation rejects these; skip defensively
+            if ns == ".":
+                ns = namespace
+            elif ns == "~":
+                continue  # '~/*' imports nothing
+            hosts.append((ns, dns))
+        port = None
+        if egress.port is not None and egress.port.number:
+            port = Port(egress.port.name, egress.port.number, Protocol.parse(egress.port.protocol))
+        capture = enum_name(egress.capture_mode) or "DEFAULT"
+        listeners.append(EgressListener(tuple(hosts), port, egress.bind or "", capture))
+    return SidecarScope(chosen, tuple(listeners))
+
 
 def exported_to(cfg: Config, namespace: str) -> bool:
     """Istio's exportTo for config objects: unset or '*' everywhere, '.' own namespace, else listed ones."""
-    export_to = list(getattr(cfg.spec, "export_to", None) or ())
+    export_to: Sequence[Any] = getattr(cfg.spec, "export_to", None) or ()
     if not export_to:
         return True
     for target in export_to:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
 
-from pilot.push.request import PushRequest
+from pilot.push.clock import Clock, MonotonicClock
+from pilot.push.request import REASON_UNKNOWN, PushRequest
 
 log = logging.getLogger(__name__)
 
 DEFAULT_AFTER = 0.1
 DEFAULT_MAX = 10.0
+_EPSILON = 1e-6
 
 
 def parse_duration(text: str) -> float:
@@ -44,35 +45,69 @@ def durations_from_env() -> tuple[float, float]:
     return after, max_delay
 
 
+def parse_bool(text: str, name: str) -> bool:
+    """istiod's boolean env values (strconv.ParseBool)."""
+    value = text.strip().lower()
+    if value in ("1", "t", "true", "yes", "on"):
+        return True
+    if value in ("0", "f", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={text!r}: expected true or false")
+
+
+def eds_debounce_from_env() -> bool:
+    """PILOT_ENABLE_EDS_DEBOUNCE (default true): whether endpoint-only pushes wait for the debounce too."""
+    return parse_bool(os.environ.get("PILOT_ENABLE_EDS_DEBOUNCE", "true"), "PILOT_ENABLE_EDS_DEBOUNCE")
+
+
 class Debouncer:
+    """Merges PushRequests and hands them to ``push`` once quiet, one push at a time.
+
+    With ``eds_debounce`` off (istiod's PILOT_ENABLE_EDS_DEBOUNCE=false), endpoint-only requests skip the
+    wait and go straight to ``push_now`` without merging.
+    """
+
     def __init__(
         self,
         push: Callable[[PushRequest], Awaitable[None]],
         *,
         after: float = DEFAULT_AFTER,
         max_delay: float = DEFAULT_MAX,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
+        eds_debounce: bool = True,
+        push_now: Callable[[PushRequest], None] | None = None,
     ) -> None:
         self._push = push
+        self._push_now = push_now
         self.after = after
         self.max_delay = max_delay
-        self._clock = clock
+        self.eds_debounce = eds_debounce
+        self._clock = clock or MonotonicClock()
         self._pending: PushRequest | None = None
         self._first_event = 0.0
         self._last_event = 0.0
         self._events_in_batch = 0
         self._wakeup = asyncio.Event()
         self.pushes = 0  # completed pushes, for tests and debug
+        self.last_debounce_time = 0.0  # first event of the last batch -> its push handed over
 
     def update(self, request: PushRequest) -> None:
-        """Record an event; never blocks (called synchronously by config stores)."""
-        now = self._clock()
+        """Record an event; never blocks (called synchronously by config stores and registries).
+
+        The debouncer owns ``request`` from now on: it may be merged into in place.
+        """
+        if not request.reason:
+            request.reason[REASON_UNKNOWN] += 1
+        if not request.full and not self.eds_debounce and self._push_now is not None:
+            self._push_now(request)
+            return
+        now = self._clock.now()
         if self._pending is None:
             self._pending = request
             self._first_event = now
             self._events_in_batch = 0
         else:
-            self._pending = self._pending.merge(request)
+            self._pending.merge(request)
         self._last_event = now
         self._events_in_batch += 1
         self._wakeup.set()
@@ -83,10 +118,11 @@ class Debouncer:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            now = self._clock()
+            now = self._clock.now()
             quiet = now - self._last_event
             waited = now - self._first_event
-            if quiet >= self.after or waited >= self.max_delay:
+            # Within a microsecond counts as elapsed: float clock arithmetic must not miss a boundary.
+            if quiet >= self.after - _EPSILON or waited >= self.max_delay - _EPSILON:
                 request, self._pending = self._pending, None
                 log.info(
                     "Push debounce stable[%d] %d events for config %s: %.3fs since last change, "
@@ -100,11 +136,9 @@ class Debouncer:
                 )
                 # One push at a time: events during the push accumulate into the next batch.
                 await self._push(request)
+                self.last_debounce_time = self._clock.now() - self._first_event
                 self.pushes += 1
                 continue
             delay = min(self.after - quiet, self.max_delay - waited)
             self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=max(delay, 0.0))
-            except TimeoutError:
-                pass
+            await self._clock.wait(self._wakeup, delay)

@@ -30,11 +30,12 @@ class PushQueue(Generic[K]):
     def enqueue(self, key: K, request: PushRequest) -> None:
         if key in self._processing:
             held = self._processing[key]
-            self._processing[key] = request if held is None else held.merge(request)
+            # One request object is enqueued for many connections: merge into a copy, never into it.
+            self._processing[key] = request if held is None else held.copy_merge(request)
             return
         existing = self._pending.get(key)
         if existing is not None:
-            self._pending[key] = existing.merge(request)
+            self._pending[key] = existing.copy_merge(request)
             return
         self._pending[key] = request
         self._ready.set()

@@ -1,4 +1,4 @@
-"""Kubernetes registry: Services + EndpointSlices + Pods (plain dicts) → the service model. Pure.
+"""Kubernetes registry: Services, EndpointSlices and Pods (plain dicts) → the service model, per object.
 
 - A Service is ``<name>.<namespace>.svc.<domain>``; its VIP is ``spec.clusterIP``. Headless services
   (clusterIP ``None``) resolve as NONE (passthrough), ``type: ExternalName`` as DNS with one endpoint at
@@ -9,16 +9,21 @@
   namespace; endpoints whose ``conditions.ready`` is false are left out. Each address of an endpoint is one
   ``Endpoint``; its labels are those of the Pod named by ``targetRef``.
 - ``networking.istio.io/exportTo`` on the Service sets its visibility.
+
+A Service change is a service change; an EndpointSlice change, or a Pod change (its labels shape the
+endpoints' labels), is an endpoint-only change of the Services it concerns (istiod's EDSUpdate).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from pilot.config.model import Config
-from pilot.registry.model import EMPTY_LABELS, Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints
+from pilot.model.config import ENDPOINT_SLICE, KUBE_SERVICE, POD, Config, ConfigKey
+from pilot.model.endpoint_index import ByPort, EndpointIndex
+from pilot.model.service import EMPTY_LABELS, Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints
+from pilot.registry.base import Changes, RegistryUpdate
 
 REGISTRY = "Kubernetes"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -26,74 +31,184 @@ EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
 LOCALITY_LABEL = "istio-locality"  # "region.zone.subzone" on a Pod
 _NON_TCP = ("UDP", "SCTP")
 
+ServiceRef = tuple[str, str]  # (namespace, name) of a Kubernetes Service
+PodRef = tuple[str, str]
+
+
+def convert_service(cfg: Config, domain_suffix: str) -> Service:
+    spec = _mapping(cfg.spec.get("spec"))
+    hostname = f"{cfg.name}.{cfg.namespace}.svc.{domain_suffix}"
+    ports = tuple(
+        Port(_str(p.get("name")), p["port"], Protocol.from_port_name(_str(p.get("name")), p.get("appProtocol")))
+        for p in _list(spec.get("ports"))
+        if isinstance(p, dict) and isinstance(p.get("port"), int) and _str(p.get("protocol")).upper() not in _NON_TCP
+    )
+    cluster_ip = spec.get("clusterIP")
+    headless = cluster_ip == "None"
+    external_name = _external_name(cfg)
+    if external_name:
+        resolution = Resolution.DNS
+    elif headless:
+        resolution = Resolution.NONE
+    else:
+        resolution = Resolution.STATIC
+    addresses = (cluster_ip,) if isinstance(cluster_ip, str) and cluster_ip and not headless else ()
+    if external_name:
+        addresses = ()
+    export_to = tuple(part.strip() for part in cfg.annotations.get(EXPORT_TO_ANNOTATION, "").split(",") if part.strip())
+    return Service(
+        hostname=hostname,
+        namespace=cfg.namespace,
+        ports=ports,
+        resolution=resolution,
+        addresses=addresses,
+        mesh_external=bool(external_name),
+        labels=_frozen(cfg.labels),
+        export_to=export_to,
+        origin=cfg.key,
+        registry=REGISTRY,
+    )
+
+
+class KubernetesRegistry:
+    name = REGISTRY
+    kinds = frozenset({KUBE_SERVICE, ENDPOINT_SLICE, POD})
+
+    def __init__(self, endpoints: EndpointIndex, domain_suffix: str, cluster_id: str = "Kubernetes") -> None:
+        self._index = endpoints
+        self._domain = domain_suffix
+        self._shard = f"{REGISTRY}/{cluster_id}"
+        self._service_objects: dict[ServiceRef, Config] = {}
+        self._slices: dict[ConfigKey, Config] = {}
+        self._slices_by_service: dict[ServiceRef, set[ConfigKey]] = {}
+        self._pod_labels: dict[PodRef, Mapping[str, str]] = {}
+        self._pods_of_service: dict[ServiceRef, frozenset[PodRef]] = {}
+        self._services_of_pod: dict[PodRef, set[ServiceRef]] = {}
+        self._services: dict[str, Service] = {}  # by hostname
+        self._services_view: Mapping[str, Service] | None = None
+
+    def services(self) -> Mapping[str, Service]:
+        if self._services_view is None:
+            self._services_view = MappingProxyType(dict(self._services))
+        return self._services_view
+
+    def apply(self, changes: Changes) -> RegistryUpdate:
+        affected: set[ServiceRef] = set()
+        for key, cfg in changes.items():
+            if key.kind == KUBE_SERVICE:
+                ref = (key.namespace, key.name)
+                if cfg is None:
+                    self._service_objects.pop(ref, None)
+                else:
+                    self._service_objects[ref] = cfg
+                affected.add(ref)
+            elif key.kind == ENDPOINT_SLICE:
+                old = self._slices.pop(key, None)
+                for slice_cfg in (old, cfg):
+                    ref = _slice_service(slice_cfg)
+                    if ref is not None:
+                        affected.add(ref)
+                if old is not None and (ref := _slice_service(old)) is not None:
+                    self._slices_by_service.get(ref, set()).discard(key)
+                if cfg is not None:
+                    self._slices[key] = cfg
+                    if (ref := _slice_service(cfg)) is not None:
+                        self._slices_by_service.setdefault(ref, set()).add(key)
+            elif key.kind == POD:
+                pod = (key.namespace, key.name)
+                if cfg is None:
+                    self._pod_labels.pop(pod, None)
+                else:
+                    self._pod_labels[pod] = _frozen(cfg.labels)
+                affected.update(self._services_of_pod.get(pod, ()))
+        update = RegistryUpdate()
+        for ref in sorted(affected):
+            self._settle(ref, update)
+        return update
+
+    def _settle(self, ref: ServiceRef, update: RegistryUpdate) -> None:
+        namespace, name = ref
+        hostname = f"{name}.{namespace}.svc.{self._domain}"
+        cfg = self._service_objects.get(ref)
+        old = self._services.get(hostname)
+        if cfg is None:
+            self._set_pods(ref, frozenset())
+            if old is not None:
+                del self._services[hostname]
+                self._services_view = None
+                update.service_changed(hostname, namespace)
+            if self._index.delete(hostname, namespace, self._shard):
+                update.endpoints_changed(hostname, namespace)
+            return
+        service = convert_service(cfg, self._domain)
+        if old != service:
+            self._services[hostname] = service
+            self._services_view = None
+            update.service_changed(hostname, namespace)
+        external_name = _external_name(cfg)
+        if external_name:
+            by_port: ByPort = {
+                p.name: (Endpoint(external_name, p.number, p.name, origin=REGISTRY),) for p in service.ports
+            }
+            self._set_pods(ref, frozenset())
+        else:
+            slices = [self._slices[k] for k in sorted(self._slices_by_service.get(ref, ()))]
+            by_port, pods = _slice_endpoints(service.ports, slices, self._pod_labels)
+            self._set_pods(ref, pods)
+        if self._index.update(hostname, namespace, self._shard, by_port):
+            update.endpoints_changed(hostname, namespace)
+            if service.resolution is Resolution.DNS:
+                update.service_changed(hostname, namespace)
+
+    def _set_pods(self, ref: ServiceRef, pods: frozenset[PodRef]) -> None:
+        """Remember which Pods a Service's endpoints name, so a Pod change finds its Services."""
+        old = self._pods_of_service.get(ref, frozenset())
+        if old == pods:
+            return
+        for pod in old - pods:
+            refs = self._services_of_pod.get(pod)
+            if refs is not None:
+                refs.discard(ref)
+                if not refs:
+                    del self._services_of_pod[pod]
+        for pod in pods - old:
+            self._services_of_pod.setdefault(pod, set()).add(ref)
+        if pods:
+            self._pods_of_service[ref] = pods
+        else:
+            self._pods_of_service.pop(ref, None)
+
 
 def build(
-    services: list[Config], endpoint_slices: list[Config], pods: list[Config], domain_suffix: str
+    services: Iterable[Config], endpoint_slices: Iterable[Config], pods: Iterable[Config], domain_suffix: str
 ) -> tuple[list[Service], dict[str, ServiceEndpoints]]:
-    pod_labels: dict[tuple[str, str], Mapping[str, str]] = {
-        (pod.namespace, pod.name): _frozen(pod.labels) for pod in pods
-    }
-    slices_by_service: dict[tuple[str, str], list[Config]] = {}
-    for es in sorted(endpoint_slices, key=lambda c: c.key):
-        service_name = es.labels.get(SERVICE_NAME_LABEL)
-        if service_name:
-            slices_by_service.setdefault((es.namespace, service_name), []).append(es)
+    """The services and endpoints of a set of objects at once (tests, benchmarks, offline tools)."""
+    index = EndpointIndex()
+    registry = KubernetesRegistry(index, domain_suffix)
+    registry.apply({c.key: c for c in [*services, *endpoint_slices, *pods]})
+    out = [registry.services()[h] for h in sorted(registry.services())]
+    return out, {s.hostname: index.get(s.hostname, s.namespace) for s in out}
 
-    out_services: list[Service] = []
-    out_endpoints: dict[str, ServiceEndpoints] = {}
-    for cfg in sorted(services, key=lambda c: c.key):
-        spec = _mapping(cfg.spec.get("spec"))
-        hostname = f"{cfg.name}.{cfg.namespace}.svc.{domain_suffix}"
-        ports = tuple(
-            Port(_str(p.get("name")), p["port"], Protocol.from_port_name(_str(p.get("name")), p.get("appProtocol")))
-            for p in _list(spec.get("ports"))
-            if isinstance(p, dict)
-            and isinstance(p.get("port"), int)
-            and _str(p.get("protocol")).upper() not in _NON_TCP
-        )
-        cluster_ip = spec.get("clusterIP")
-        headless = cluster_ip == "None"
-        external_name = _str(spec.get("externalName")) if spec.get("type") == "ExternalName" else ""
-        if external_name:
-            resolution = Resolution.DNS
-        elif headless:
-            resolution = Resolution.NONE
-        else:
-            resolution = Resolution.STATIC
-        addresses = (cluster_ip,) if isinstance(cluster_ip, str) and cluster_ip and not headless else ()
-        if external_name:
-            addresses = ()
-        export_to = tuple(
-            part.strip() for part in cfg.annotations.get(EXPORT_TO_ANNOTATION, "").split(",") if part.strip()
-        )
-        out_services.append(
-            Service(
-                hostname=hostname,
-                namespace=cfg.namespace,
-                ports=ports,
-                resolution=resolution,
-                addresses=addresses,
-                mesh_external=bool(external_name),
-                labels=_frozen(cfg.labels),
-                export_to=export_to,
-                origin=cfg.key,
-                registry=REGISTRY,
-            )
-        )
-        if external_name:
-            by_port = {p.name: (Endpoint(external_name, p.number, p.name, origin=REGISTRY),) for p in ports}
-        else:
-            by_port = _slice_endpoints(ports, slices_by_service.get((cfg.namespace, cfg.name), ()), pod_labels)
-        out_endpoints[hostname] = ServiceEndpoints(hostname, MappingProxyType(by_port))
-    return out_services, out_endpoints
+
+def _slice_service(cfg: Config | None) -> ServiceRef | None:
+    if cfg is None:
+        return None
+    name = cfg.labels.get(SERVICE_NAME_LABEL)
+    return (cfg.namespace, name) if name else None
+
+
+def _external_name(cfg: Config) -> str:
+    spec = _mapping(cfg.spec.get("spec"))
+    return _str(spec.get("externalName")) if spec.get("type") == "ExternalName" else ""
 
 
 def _slice_endpoints(
     ports: tuple[Port, ...],
-    slices: list[Config] | tuple[()],
-    pod_labels: Mapping[tuple[str, str], Mapping[str, str]],
-) -> dict[str, tuple[Endpoint, ...]]:
+    slices: list[Config],
+    pod_labels: Mapping[PodRef, Mapping[str, str]],
+) -> tuple[dict[str, tuple[Endpoint, ...]], frozenset[PodRef]]:
     collected: dict[str, dict[tuple[str, int], Endpoint]] = {p.name: {} for p in ports}
+    pods: set[PodRef] = set()
     for es in slices:
         obj = es.spec
         slice_ports = {
@@ -104,15 +219,15 @@ def _slice_endpoints(
         for ep in _list(obj.get("endpoints")):
             if not isinstance(ep, dict):
                 continue
-            conditions = _mapping(ep.get("conditions"))
-            if conditions.get("ready") is False:
-                continue
             labels: Mapping[str, str] = EMPTY_LABELS
             target = _mapping(ep.get("targetRef"))
             if target.get("kind") == "Pod":
-                labels = pod_labels.get(
-                    (_str(target.get("namespace")) or es.namespace, _str(target.get("name"))), EMPTY_LABELS
-                )
+                pod = (_str(target.get("namespace")) or es.namespace, _str(target.get("name")))
+                pods.add(pod)  # watched even while not ready: its readiness comes back through the slice
+                labels = pod_labels.get(pod, EMPTY_LABELS)
+            conditions = _mapping(ep.get("conditions"))
+            if conditions.get("ready") is False:
+                continue
             locality = labels.get(LOCALITY_LABEL, "").replace(".", "/")
             for address in _list(ep.get("addresses")):
                 if not isinstance(address, str) or not address:
@@ -125,7 +240,8 @@ def _slice_endpoints(
                         (address, number),
                         Endpoint(address, number, port.name, labels=labels, locality=locality, origin=REGISTRY),
                     )
-    return {name: tuple(eps[k] for k in sorted(eps)) for name, eps in collected.items()}
+    by_port = {name: tuple(eps[k] for k in sorted(eps)) for name, eps in collected.items()}
+    return by_port, frozenset(pods)
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

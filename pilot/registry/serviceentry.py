@@ -1,25 +1,31 @@
-"""ServiceEntry / WorkloadEntry registry: a pure function from config objects to the service model.
+"""ServiceEntry / WorkloadEntry registry, updated per object.
 
 Each ServiceEntry host becomes one ``Service`` (short hosts resolve in the ServiceEntry's namespace). Its
 endpoints are the inline ``endpoints`` or, when there are none, the WorkloadEntries in the same namespace
 selected by ``workloadSelector``. A DNS ServiceEntry without endpoints gets one endpoint per (non-wildcard)
 host, at the host name itself, for the proxy to resolve.
 
-When several ServiceEntries define the same host, the first by (kind, namespace, name) wins.
+When several ServiceEntries define the same host, the first by (namespace, name) wins; when it goes away
+the next one takes over. A change to one object recomputes only the ServiceEntries it touches (itself, or
+those selecting a changed WorkloadEntry), and reports services whose definition changed apart from services
+whose endpoints alone changed, so endpoint churn becomes an endpoint-only push (istiod's serviceEntryHandler
+and workloadEntryHandler). DNS services carry their endpoints inside the cluster, so for them an endpoint
+change is a service change.
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from pilot.config.convert import enum_name
-from pilot.config.model import Config
-
-# A module import, not a name import: pilot.push.context imports this module while it initialises.
-from pilot.push import context as push_context
-from pilot.registry.model import (
+from pilot.model.config import SERVICE_ENTRY, WORKLOAD_ENTRY, Config, ConfigKey
+from pilot.model.endpoint_index import ByPort, EndpointIndex
+from pilot.model.host import resolve_short_name
+from pilot.model.service import (
     EMPTY_LABELS,
     Endpoint,
     Port,
@@ -29,6 +35,7 @@ from pilot.registry.model import (
     ServiceEndpoints,
     labels_match,
 )
+from pilot.registry.base import Changes, RegistryUpdate
 
 REGISTRY = "ServiceEntry"
 
@@ -41,52 +48,170 @@ _RESOLUTIONS = {
 }
 
 
-def build(
-    service_entries: list[Config], workload_entries: list[Config], domain_suffix: str
-) -> tuple[list[Service], dict[str, ServiceEndpoints]]:
-    """ServiceEntries (+ the WorkloadEntries they select) → services and their endpoints, by hostname."""
-    workloads_by_ns: dict[str, list[Config]] = {}
-    for we in sorted(workload_entries, key=lambda c: c.key):
-        workloads_by_ns.setdefault(we.namespace, []).append(we)
+@dataclass(frozen=True)
+class _Built:
+    service: Service
+    endpoints: ByPort
 
-    services: list[Service] = []
-    endpoints: dict[str, ServiceEndpoints] = {}
-    for cfg in sorted(service_entries, key=lambda c: c.key):
-        spec = cfg.spec
-        ports = tuple(Port(p.name, p.number, Protocol.parse(p.protocol)) for p in spec.ports)
-        target_ports = {p.name: p.target_port or p.number for p in spec.ports}
-        resolution = _RESOLUTIONS.get(enum_name(spec.resolution), Resolution.NONE)
-        mesh_external = enum_name(spec.location) != "MESH_INTERNAL"
-        workloads = _workloads(cfg, workloads_by_ns.get(cfg.namespace, ()))
-        shared = _endpoints_by_port(ports, target_ports, workloads)
 
-        for raw_host in spec.hosts:
-            hostname = push_context.resolve_short_name(raw_host, cfg.namespace, domain_suffix)
-            if not hostname or hostname in endpoints:
+def convert(cfg: Config, workloads: Iterable[Config], domain_suffix: str) -> list[_Built]:
+    """One ServiceEntry (+ the WorkloadEntries of its namespace) → its services and their endpoints."""
+    spec = cfg.spec
+    ports = tuple(Port(p.name, p.number, Protocol.parse(p.protocol)) for p in spec.ports)
+    target_ports = {p.name: p.target_port or p.number for p in spec.ports}
+    resolution = _RESOLUTIONS.get(enum_name(spec.resolution), Resolution.NONE)
+    mesh_external = enum_name(spec.location) != "MESH_INTERNAL"
+    selected = _workloads(cfg, workloads)
+    shared = _endpoints_by_port(ports, target_ports, selected)
+    out: list[_Built] = []
+    seen: set[str] = set()
+    for raw_host in spec.hosts:
+        hostname = resolve_short_name(raw_host, cfg.namespace, domain_suffix)
+        if not hostname or hostname in seen:
+            continue
+        seen.add(hostname)
+        service = Service(
+            hostname=hostname,
+            namespace=cfg.namespace,
+            ports=ports,
+            resolution=resolution,
+            addresses=tuple(spec.addresses),
+            mesh_external=mesh_external,
+            labels=_frozen(cfg.labels),
+            export_to=tuple(spec.export_to),
+            origin=cfg.key,
+            registry=REGISTRY,
+        )
+        by_port: ByPort = shared
+        if resolution is Resolution.DNS and not selected and not hostname.startswith("*"):
+            origin = _origin(cfg)
+            by_port = {
+                port.name: (Endpoint(hostname, target_ports[port.name], port.name, origin=origin),) for port in ports
+            }
+        out.append(_Built(service, MappingProxyType(dict(by_port))))
+    return out
+
+
+class ServiceEntryRegistry:
+    name = REGISTRY
+    kinds = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY})
+
+    def __init__(self, endpoints: EndpointIndex, domain_suffix: str, cluster_id: str = "Kubernetes") -> None:
+        self._index = endpoints
+        self._domain = domain_suffix
+        self._shard = f"{REGISTRY}/{cluster_id}"
+        self._entries: dict[ConfigKey, Config] = {}
+        self._workloads: dict[str, dict[ConfigKey, Config]] = {}  # by namespace
+        self._built: dict[ConfigKey, list[_Built]] = {}
+        self._definers: dict[str, list[ConfigKey]] = {}  # hostname -> ServiceEntries defining it, sorted
+        self._services: dict[str, _Built] = {}  # hostname -> the winning definition
+        self._services_view: Mapping[str, Service] | None = None
+
+    # ----- reads -----
+
+    def services(self) -> Mapping[str, Service]:
+        if self._services_view is None:
+            self._services_view = MappingProxyType({h: b.service for h, b in self._services.items()})
+        return self._services_view
+
+    # ----- updates -----
+
+    def apply(self, changes: Changes) -> RegistryUpdate:
+        affected: set[ConfigKey] = set()
+        for key, cfg in changes.items():
+            if key.kind == SERVICE_ENTRY:
+                if cfg is None:
+                    self._entries.pop(key, None)
+                else:
+                    self._entries[key] = cfg
+                affected.add(key)
+            elif key.kind == WORKLOAD_ENTRY:
+                in_ns = self._workloads.setdefault(key.namespace, {})
+                old = in_ns.pop(key, None)
+                if cfg is not None:
+                    in_ns[key] = cfg
+                elif not in_ns:
+                    del self._workloads[key.namespace]
+                affected.update(self._selecting(key.namespace, (old, cfg)))
+        return self._recompute(affected)
+
+    def _selecting(self, namespace: str, workloads: Iterable[Config | None]) -> Iterable[ConfigKey]:
+        """ServiceEntries of ``namespace`` whose workloadSelector matches any of the given WorkloadEntries."""
+        label_sets = [_workload_labels(we) for we in workloads if we is not None]
+        for key, entry in self._entries.items():
+            if key.namespace != namespace or entry.spec.endpoints:
                 continue
-            services.append(
-                Service(
-                    hostname=hostname,
-                    namespace=cfg.namespace,
-                    ports=ports,
-                    resolution=resolution,
-                    addresses=tuple(spec.addresses),
-                    mesh_external=mesh_external,
-                    labels=_frozen(cfg.labels),
-                    export_to=tuple(spec.export_to),
-                    origin=cfg.key,
-                    registry=REGISTRY,
-                )
-            )
-            by_port = shared
-            if resolution is Resolution.DNS and not workloads and not hostname.startswith("*"):
-                origin = _origin(cfg)
-                by_port = {
-                    port.name: (Endpoint(hostname, target_ports[port.name], port.name, origin=origin),)
-                    for port in ports
-                }
-            endpoints[hostname] = ServiceEndpoints(hostname, MappingProxyType(dict(by_port)))
-    return services, endpoints
+            selector = entry.spec.workload_selector
+            if selector is None or not selector.labels:
+                continue
+            if any(labels_match(selector.labels, labels) for labels in label_sets):
+                yield key
+
+    def _recompute(self, entries: Iterable[ConfigKey]) -> RegistryUpdate:
+        hosts: set[str] = set()
+        for key in entries:
+            for built in self._built.pop(key, ()):
+                hostname = built.service.hostname
+                hosts.add(hostname)
+                definers = self._definers[hostname]
+                definers.remove(key)
+                if not definers:
+                    del self._definers[hostname]
+            cfg = self._entries.get(key)
+            if cfg is None:
+                continue
+            built_list = convert(cfg, self._workloads.get(key.namespace, {}).values(), self._domain)
+            self._built[key] = built_list
+            for built in built_list:
+                hosts.add(built.service.hostname)
+                insort(self._definers.setdefault(built.service.hostname, []), key)
+        update = RegistryUpdate()
+        for hostname in sorted(hosts):
+            self._settle(hostname, update)
+        return update
+
+    def _settle(self, hostname: str, update: RegistryUpdate) -> None:
+        """Make the winning definition of ``hostname`` current; record what changed."""
+        old = self._services.get(hostname)
+        definers = self._definers.get(hostname)
+        new = None
+        if definers:
+            new = next(b for b in self._built[definers[0]] if b.service.hostname == hostname)
+        if old is not None and (new is None or new.service.namespace != old.service.namespace):
+            if self._index.delete(hostname, old.service.namespace, self._shard):
+                update.endpoints_changed(hostname, old.service.namespace)
+        if new is None:
+            if old is not None:
+                del self._services[hostname]
+                self._services_view = None
+                update.service_changed(hostname, old.service.namespace)
+            return
+        self._services[hostname] = new
+        if old is None or old.service != new.service:
+            self._services_view = None
+            update.service_changed(hostname, new.service.namespace)
+            if old is not None and old.service.namespace != new.service.namespace:
+                update.service_changed(hostname, old.service.namespace)
+        if self._index.update(hostname, new.service.namespace, self._shard, new.endpoints):
+            update.endpoints_changed(hostname, new.service.namespace)
+            if new.service.resolution is Resolution.DNS:
+                update.service_changed(hostname, new.service.namespace)  # endpoints live in the DNS cluster
+
+
+def build(
+    service_entries: Iterable[Config], workload_entries: Iterable[Config], domain_suffix: str
+) -> tuple[list[Service], dict[str, ServiceEndpoints]]:
+    """The services and endpoints of a set of objects at once (tests, benchmarks, offline tools)."""
+    index = EndpointIndex()
+    registry = ServiceEntryRegistry(index, domain_suffix)
+    registry.apply({c.key: c for c in [*service_entries, *workload_entries]})
+    services = [registry.services()[h] for h in sorted(registry.services())]
+    return services, {s.hostname: index.get(s.hostname, s.namespace) for s in services}
+
+
+def _workload_labels(we: Config) -> Mapping[str, str]:
+    # Istio merges the object's metadata labels over the spec labels.
+    return {**we.spec.labels, **we.labels}
 
 
 def _workloads(cfg: Config, same_namespace: Iterable[Config]) -> list[tuple[Any, Mapping[str, str], str]]:
@@ -99,9 +224,8 @@ def _workloads(cfg: Config, same_namespace: Iterable[Config]) -> list[tuple[Any,
     if selector is None or not selector.labels:
         return []
     selected = []
-    for we_cfg in same_namespace:
-        # Istio merges the object's metadata labels over the spec labels.
-        labels = {**we_cfg.spec.labels, **we_cfg.labels}
+    for we_cfg in sorted(same_namespace, key=lambda c: c.key):
+        labels = _workload_labels(we_cfg)
         if labels_match(selector.labels, labels):
             selected.append((we_cfg.spec, labels, f"WorkloadEntry/{we_cfg.namespace}/{we_cfg.name}"))
     return selected

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -32,11 +33,13 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
 from pilot.config.convert import enum_name
-from pilot.config.model import Config
-from pilot.proxy import Proxy
+from pilot.model.config import SERVICE_KIND, Config, ConfigKey
+from pilot.model.proxy import Proxy
+from pilot.model.service import Endpoint, Port, Resolution, Service, labels_match
 from pilot.push.context import PushContext
-from pilot.registry.model import Endpoint, Port, Resolution, Service, labels_match
+from pilot.push.scope import ProxyScope, scope_for
 from pilot.xds import names
+from pilot.xds.units import Unit
 
 log = logging.getLogger(__name__)
 
@@ -456,43 +459,53 @@ def passthrough_cluster() -> Cluster:
     return cluster
 
 
-def outbound_services(proxy: Proxy, push: PushContext) -> tuple[Service, ...]:
-    """Services a proxy builds outbound config for, in hostname order.
+def _static_unit(name: str, make: Callable[[], Cluster]) -> Unit:
+    return Unit(("cds", name), (), lambda: (make(),))
 
-    Sidecars: the union over their Sidecar egress listeners. Routers: everything visible in their namespace.
-    """
-    if proxy.is_router:
-        return push.visible_services(proxy)
-    seen: dict[str, Service] = {}
-    for egress in push.sidecar_scope(proxy).egress:
-        for svc in push.visible_services(proxy, egress):
-            seen.setdefault(svc.hostname, svc)
-    return tuple(seen[h] for h in sorted(seen))
+
+def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Unit]:
+    """One unit per cluster a proxy gets: outbound service clusters (and subsets), then BlackHole and
+    Passthrough. A cluster depends on its service and on the DestinationRule chosen for it; its key adds
+    what else shapes it (router or sidecar: a passthrough service is an EDS cluster on gateways)."""
+    units: list[Unit] = []
+    seen: set[str] = set()
+    for service in scope.services:
+        rule = push.destination_rule(proxy.namespace, service.hostname)
+        rule_key = rule.key if rule is not None else None
+        deps = (ConfigKey(SERVICE_KIND, service.namespace, service.hostname),) + ((rule_key,) if rule_key else ())
+        subsets = [s.name for s in (rule.spec.subsets or ()) if s.name] if rule is not None else []
+        for port in sorted(service.ports, key=lambda p: p.number):
+            for subset in ["", *subsets]:
+                name = names.outbound_cluster(port.number, subset, service.hostname)
+                if name in seen:
+                    continue  # duplicate subset names: the first one wins
+                seen.add(name)
+                key = ("cds", name, proxy.is_router, rule_key)
+                units.append(Unit(key, deps, partial(_build_one, proxy, push, service, port, subset, rule)))
+    units.append(_static_unit(names.BLACKHOLE_CLUSTER, blackhole_cluster))
+    units.append(_static_unit(names.PASSTHROUGH_CLUSTER, passthrough_cluster))
+    return units
+
+
+def _build_one(
+    proxy: Proxy, push: PushContext, service: Service, port: Port, subset: str, rule: Config | None
+) -> tuple[Cluster, ...]:
+    endpoints: tuple[Endpoint, ...] | None = None
+    if service.resolution is Resolution.DNS:
+        port_eps = push.service_endpoints(service.hostname).for_port(port)
+        if port_eps and subset:
+            labels = subset_labels(rule, subset) or {}
+            port_eps = tuple(e for e in port_eps if labels_match(labels, e.labels))
+            endpoints = port_eps
+        else:
+            endpoints = port_eps or None
+    cluster = build_cluster(proxy, service, port, subset, effective_policy(rule, port.number, subset), endpoints)
+    return () if cluster is None else (cluster,)
 
 
 def build_clusters(proxy: Proxy, push: PushContext) -> list[Cluster]:
-    """All clusters for a proxy: outbound service clusters (and subsets), then BlackHole and Passthrough."""
-    clusters: dict[str, Cluster] = {}
-    for service in outbound_services(proxy, push):
-        rule = push.destination_rule(proxy.namespace, service.hostname)
-        subsets = [s for s in (rule.spec.subsets or ()) if s.name] if rule is not None else []
-        eps = push.service_endpoints(service.hostname) if service.resolution is Resolution.DNS else None
-        for port in sorted(service.ports, key=lambda p: p.number):
-            port_eps = eps.for_port(port) if eps is not None else ()
-            variants: list[tuple[str, tuple[Endpoint, ...] | None]] = [("", port_eps or None)]
-            for subset in subsets:
-                labels = dict(subset.labels or {})
-                matching = tuple(e for e in port_eps if labels_match(labels, e.labels))
-                variants.append((subset.name, matching if port_eps else None))
-            for subset_name, subset_eps in variants:
-                name = names.outbound_cluster(port.number, subset_name, service.hostname)
-                if name in clusters:
-                    continue  # duplicate subset names: first one wins
-                cluster = build_cluster(
-                    proxy, service, port, subset_name, effective_policy(rule, port.number, subset_name), subset_eps
-                )
-                if cluster is not None:
-                    clusters[name] = cluster
-    clusters.setdefault(names.BLACKHOLE_CLUSTER, blackhole_cluster())
-    clusters.setdefault(names.PASSTHROUGH_CLUSTER, passthrough_cluster())
-    return list(clusters.values())
+    """All clusters for a proxy, built directly (no cache): outbound clusters, then BlackHole, Passthrough."""
+    out: list[Cluster] = []
+    for unit in cluster_units(proxy, push, scope_for(push, proxy)):
+        out.extend(unit.build())  # type: ignore[arg-type]
+    return out

@@ -3,6 +3,9 @@
 Only ``outbound|<port>|<subset>|<host>`` names of services the proxy reaches over EDS are answered. A known
 cluster without endpoints still gets an (empty) assignment, since Envoy keeps a cluster warming until its
 first EDS answer; unknown names are left out (SotW EDS has no deletion: the client times them out).
+
+An assignment depends on its service, on the service's endpoints and on the DestinationRule that defines
+the subset; its cache key is the cluster name and that rule.
 """
 
 from __future__ import annotations
@@ -11,15 +14,17 @@ from collections.abc import Iterable
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from pilot.proxy import Proxy
+from pilot.model.config import ENDPOINTS_KIND, SERVICE_KIND, ConfigKey
+from pilot.model.proxy import Proxy
+from pilot.model.service import labels_match
 from pilot.push.context import PushContext
-from pilot.registry.model import labels_match
 from pilot.xds import names
 from pilot.xds.cds import eds_resolution, load_assignment, subset_labels
+from pilot.xds.units import Unit
 
 
-def build_endpoint(proxy: Proxy, push: PushContext, cluster_name: str) -> endpoint_pb2.ClusterLoadAssignment | None:
-    """The assignment for one cluster name, or None when no such EDS cluster exists for this proxy."""
+def endpoint_unit(proxy: Proxy, push: PushContext, cluster_name: str) -> Unit | None:
+    """The unit for one cluster name, or None when no such EDS cluster exists for this proxy."""
     parsed = names.parse_cluster_name(cluster_name)
     if parsed is None or parsed.direction != "outbound":
         return None
@@ -29,13 +34,32 @@ def build_endpoint(proxy: Proxy, push: PushContext, cluster_name: str) -> endpoi
     port = service.port_by_number(parsed.port)
     if port is None:
         return None
-    endpoints = push.service_endpoints(parsed.host).for_port(port)
+    rule = push.destination_rule(proxy.namespace, parsed.host) if parsed.subset else None
+    labels = None
     if parsed.subset:
-        labels = subset_labels(push.destination_rule(proxy.namespace, parsed.host), parsed.subset)
+        labels = subset_labels(rule, parsed.subset)
         if labels is None:
             return None  # CDS has no such subset cluster
-        endpoints = tuple(ep for ep in endpoints if labels_match(labels, ep.labels))
-    return load_assignment(cluster_name, endpoints)
+    deps = [
+        ConfigKey(SERVICE_KIND, service.namespace, service.hostname),
+        ConfigKey(ENDPOINTS_KIND, service.namespace, service.hostname),
+    ]
+    if rule is not None:
+        deps.append(rule.key)
+
+    def build() -> tuple[endpoint_pb2.ClusterLoadAssignment]:
+        endpoints = push.service_endpoints(parsed.host).for_port(port)
+        if labels is not None:
+            endpoints = tuple(ep for ep in endpoints if labels_match(labels, ep.labels))
+        return (load_assignment(cluster_name, endpoints),)
+
+    return Unit(("eds", cluster_name, rule.key if rule is not None else None), tuple(deps), build)
+
+
+def build_endpoint(proxy: Proxy, push: PushContext, cluster_name: str) -> endpoint_pb2.ClusterLoadAssignment | None:
+    """The assignment for one cluster name, built directly (no cache), or None when there is no such cluster."""
+    unit = endpoint_unit(proxy, push, cluster_name)
+    return None if unit is None else unit.build()[0]  # type: ignore[return-value]
 
 
 def build_endpoints(

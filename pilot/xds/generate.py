@@ -1,109 +1,157 @@
-"""Dispatch from xDS type to generator, with a bounded cache of packed resources.
+"""From (proxy, push) to encoded resources: units through the XdsCache, then snapshots per proxy class.
 
-Generators are pure functions of (proxy, push context, requested names). Proxies that look the same to
-them share generated resources: the cache key is that *proxy view* (see proxy_view) plus the push version
-and the requested names.
-A new push context has a new version, so stale entries are never hit; the LRU bound evicts them.
+Two levels of sharing:
+
+1. Per resource (``XdsCache``): a cluster, a ClusterLoadAssignment, a RouteConfiguration, a listener set,
+   keyed by exactly its inputs, cleared by the configs it depends on. A cluster of one service is built
+   once for every namespace whose proxies see it the same way.
+2. Per proxy class (``Snapshot``): what every proxy of one view subscribing the same names should hold of
+   one type, assembled once per push from cached resources and shared by those proxies, with the diffs and
+   encoded responses memoized on it (see ``pilot.xds.snapshot``).
+
+Snapshots are kept per type and invalidated by epoch: a full push that can affect a type starts a new
+epoch for it and its snapshots are rebuilt on first use (from the cache: only what changed is generated).
+An endpoint-only push starts a new EDS epoch that records the hosts it touched, and EDS snapshots are then
+derived from the previous ones by regenerating only those hosts' assignments, so the push costs O(changed).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
 
-from pilot.proxy import Proxy
-from pilot.push.context import PushContext
+from google.protobuf.message import Message
+
+from pilot.model.proxy import Proxy
+from pilot.push.context import PushContext, View
+from pilot.push.scope import scope_for
 from pilot.xds import cds, eds, lds, rds
+from pilot.xds.cache import XdsCache
 from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
-from pilot.xds.stream import Resource
+from pilot.xds.resource import Resource
+from pilot.xds.snapshot import NameSet, Snapshot
+from pilot.xds.units import Unit
 
-CacheKey = tuple[object, ...]
-
-
-def proxy_view(proxy: Proxy, push: PushContext) -> tuple[object, ...]:
-    """What generation reads from a proxy, so proxies with equal views share generated resources.
-
-    Labels matter only through what they select (the Sidecar that applies, the Gateways selecting a router),
-    unless a VirtualService routes by sourceLabels: then the labels themselves are part of the view.
-    """
-    if proxy.is_router:
-        selected: object = tuple(gw.key for gw in push.gateways_for_proxy(proxy))
-    else:
-        sidecar = push.sidecar_for(proxy)
-        selected = sidecar.key if sidecar is not None else None
-    labels = tuple(sorted(proxy.labels.items())) if push.uses_source_labels else ()
-    interception = str(proxy.metadata.get("INTERCEPTION_MODE", ""))
-    return (proxy.type, proxy.namespace, proxy.dns_domain, interception, selected, labels)
+MAX_SNAPSHOTS = 4096  # proxy classes x types x subscriptions kept; the least recently used go first
+EDS_LOG = 64  # endpoint-only epochs remembered for deriving EDS snapshots
 
 
-class XdsCache:
-    """LRU of generated resource lists; counts hits and misses for the debug endpoints."""
+def _name_of(message: Message) -> str:
+    name = getattr(message, "name", "")
+    return name or getattr(message, "cluster_name", "")
 
-    def __init__(self, max_entries: int = 4096) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[CacheKey, tuple[Resource, ...]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
-    def get_or_build(self, key: CacheKey, build: Callable[[], tuple[Resource, ...]]) -> tuple[Resource, ...]:
-        found = self._entries.get(key)
+@dataclass(slots=True)
+class _Kept:
+    epoch: int
+    snapshot: Snapshot
+
+
+class Generator:
+    def __init__(self, cache: XdsCache) -> None:
+        self.cache = cache
+        self._snapshots: OrderedDict[Hashable, _Kept] = OrderedDict()
+        self._epochs: dict[str, int] = dict.fromkeys((CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE), 0)
+        # (EDS epoch, hosts it changed) for endpoint-only pushes, newest last
+        self._eds_log: deque[tuple[int, frozenset[str]]] = deque(maxlen=EDS_LOG)
+        self.generated = 0  # resources built (cache misses), for tests and debug
+
+    # ----- invalidation -----
+
+    def invalidate(self, types: Iterable[str]) -> None:
+        """A full push changed what these types may hold: their snapshots are rebuilt on next use."""
+        for type_url in types:
+            self._epochs[type_url] = self._epochs.get(type_url, 0) + 1
+
+    def endpoints_changed(self, hosts: Iterable[str]) -> None:
+        """An endpoint-only push: EDS snapshots are derived by regenerating these hosts only."""
+        epoch = self._epochs[ENDPOINT_TYPE] = self._epochs[ENDPOINT_TYPE] + 1
+        self._eds_log.append((epoch, frozenset(hosts)))
+
+    def _hosts_since(self, epoch: int) -> frozenset[str] | None:
+        """Hosts changed by the endpoint-only epochs after ``epoch``; None if a full epoch came between."""
+        current = self._epochs[ENDPOINT_TYPE]
+        wanted = range(epoch + 1, current + 1)
+        found = {e: hosts for e, hosts in self._eds_log if e in wanted}
+        if len(found) != len(wanted):
+            return None
+        out: set[str] = set()
+        for hosts in found.values():
+            out |= hosts
+        return frozenset(out)
+
+    # ----- snapshots -----
+
+    def snapshot(self, type_url: str, proxy: Proxy, push: PushContext, view: View, names: NameSet | None) -> Snapshot:
+        """What a proxy of ``view`` subscribing ``names`` (None: wildcard) should hold of one type."""
+        key = (type_url, view, names)
+        epoch = self._epochs[type_url]
+        kept = self._snapshots.get(key)
+        if kept is not None and kept.epoch == epoch:
+            self._snapshots.move_to_end(key)
+            return kept.snapshot
+        snapshot = None
+        if kept is not None and type_url == ENDPOINT_TYPE and names is not None:
+            hosts = self._hosts_since(kept.epoch)
+            if hosts is not None:
+                snapshot = self._derive_endpoints(kept.snapshot, proxy, push, names, hosts)
+        if snapshot is None:
+            snapshot = Snapshot(self.resources(type_url, proxy, push, names))
+        self._snapshots[key] = _Kept(epoch, snapshot)
+        self._snapshots.move_to_end(key)
+        while len(self._snapshots) > MAX_SNAPSHOTS:
+            self._snapshots.popitem(last=False)
+        return snapshot
+
+    def _derive_endpoints(
+        self, previous: Snapshot, proxy: Proxy, push: PushContext, names: NameSet, hosts: frozenset[str]
+    ) -> Snapshot:
+        regenerated: dict[str, Resource | None] = {}
+        for host in hosts:
+            for name in names.by_host(host):
+                unit = eds.endpoint_unit(proxy, push, name)
+                found = self._materialize(unit, push.number) if unit is not None else ()
+                regenerated[name] = found[0] if found else None
+        if not regenerated:
+            return previous
+        return previous.derive(regenerated)
+
+    # ----- resources -----
+
+    def resources(self, type_url: str, proxy: Proxy, push: PushContext, names: Iterable[str] | None) -> list[Resource]:
+        """Every resource of one type for a proxy: all of them (names None) or the requested names."""
+        out: list[Resource] = []
+        for unit in self.units(type_url, proxy, push, names):
+            out.extend(self._materialize(unit, push.number))
+        if names is not None and type_url in (CLUSTER_TYPE, LISTENER_TYPE):
+            wanted = set(names)
+            out = [r for r in out if r.name in wanted]
+        return out
+
+    def units(self, type_url: str, proxy: Proxy, push: PushContext, names: Iterable[str] | None) -> list[Unit]:
+        scope = scope_for(push, proxy)
+        if type_url == CLUSTER_TYPE:
+            return cds.cluster_units(proxy, push, scope)
+        if type_url == LISTENER_TYPE:
+            return [lds.listener_unit(proxy, push, scope)]
+        if type_url == ENDPOINT_TYPE:
+            units = (eds.endpoint_unit(proxy, push, n) for n in sorted(names or ()))
+            return [u for u in units if u is not None]
+        if type_url == ROUTE_TYPE:
+            return [rds.route_unit(proxy, push, scope, n) for n in sorted(names or ())]
+        return []
+
+    def _materialize(self, unit: Unit, token: int) -> tuple[Resource, ...]:
+        found = self.cache.get(unit.key)
         if found is not None:
-            self._entries.move_to_end(key)
-            self.hits += 1
             return found
-        self.misses += 1
-        value = build()
-        self._entries[key] = value
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        value = tuple(Resource.of(_name_of(m), m) for m in unit.build())
+        self.generated += len(value)
+        self.cache.add(unit.key, value, unit.deps, token)
         return value
 
     def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def entries(self) -> dict[str, list[str]]:
-        """{typeUrl: [resource names]} over every cached entry (for /debug/config_cache)."""
-        out: dict[str, set[str]] = {}
-        for key, resources in self._entries.items():
-            type_url = str(key[1])
-            out.setdefault(type_url, set()).update(r.name for r in resources)
-        return {t: sorted(names) for t, names in sorted(out.items())}
-
-    def size_bytes(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for key, resources in self._entries.items():
-            type_url = str(key[1])
-            out[type_url] = out.get(type_url, 0) + sum(len(r.packed.value) for r in resources)
-        return out
-
-
-def _pack(messages: Iterable[object]) -> tuple[Resource, ...]:
-    return tuple(Resource.of(m.name if hasattr(m, "name") else m.cluster_name, m) for m in messages)  # type: ignore[attr-defined]
-
-
-def _named(type_url: str, proxy: Proxy, push: PushContext, names: Sequence[str]) -> tuple[Resource, ...]:
-    if type_url == ENDPOINT_TYPE:
-        return tuple(Resource.of(cla.cluster_name, cla) for cla in eds.build_endpoints(proxy, push, names))
-    return _pack(rds.build_routes(proxy, push, names))
-
-
-def generate(
-    cache: XdsCache,
-    type_url: str,
-    proxy: Proxy,
-    push: PushContext,
-    names: Iterable[str] = (),
-) -> tuple[Resource, ...]:
-    """All resources of one type for a proxy (wildcard types) or for the requested names."""
-    view = proxy_view(proxy, push)
-    if type_url == CLUSTER_TYPE:
-        return cache.get_or_build((push.version, type_url, view), lambda: _pack(cds.build_clusters(proxy, push)))
-    if type_url == LISTENER_TYPE:
-        return cache.get_or_build((push.version, type_url, view), lambda: _pack(lds.build_listeners(proxy, push)))
-    if type_url in (ENDPOINT_TYPE, ROUTE_TYPE):
-        wanted = tuple(sorted(names))
-        return cache.get_or_build((push.version, type_url, view, wanted), lambda: _named(type_url, proxy, push, wanted))
-    return ()
+        """Forget every snapshot (``/debug/config_cache?clear``); the next request rebuilds from scratch."""
+        self._snapshots.clear()
+        self.invalidate(list(self._epochs))

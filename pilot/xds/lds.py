@@ -36,11 +36,15 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilot.config.convert import enum_name
-from pilot.config.model import Config
-from pilot.proxy import Proxy
-from pilot.push.context import EgressListener, PushContext, hosts_overlap, resolve_short_name
-from pilot.registry.model import Protocol, Service
+from pilot.model.config import Config
+from pilot.model.host import matches as hosts_overlap
+from pilot.model.host import resolve_short_name
+from pilot.model.proxy import Proxy
+from pilot.model.service import Protocol, Service
+from pilot.push.context import EgressListener, PushContext
+from pilot.push.scope import ProxyScope
 from pilot.xds import names
+from pilot.xds.units import Unit
 
 log = logging.getLogger(__name__)
 
@@ -376,3 +380,9 @@ def build_listeners(proxy: Proxy, push: PushContext) -> list[Listener]:
     if proxy.is_router:
         return _gateway_listeners(proxy, push)
     return _sidecar_listeners(proxy, push)
+
+
+def listener_unit(proxy: Proxy, push: PushContext, scope: ProxyScope) -> Unit:
+    """The whole listener set of a proxy class as one cacheable unit: listeners are planned together
+    (ports shared by services, gateway servers merged), so they depend on the scope as a whole."""
+    return Unit(("lds", scope.fingerprint), scope.deps, lambda: build_listeners(proxy, push))

@@ -14,19 +14,28 @@ PUSH_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
 # Types whose subscriptions may be wildcard (all resources); the others are always requested by name.
 WILDCARD_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
 
-# Config kinds that cannot change a type's resources, given what each generator reads:
-#   cds: services (+ endpoints inline in DNS clusters), DestinationRule, Sidecar
+# Config kinds that cannot change a type's resources, given what each generator reads (keys of pushes:
+# routing kinds, "ServiceEntry" for services of any registry, "Endpoints" for endpoint-only changes):
+#   cds: services (+ endpoints inline in DNS clusters, reported as a service change), DestinationRule, Sidecar
 #   eds: services and endpoints, DestinationRule subsets
 #   lds: services (ports, VIPs), Gateway, Sidecar, VirtualService (gateway TCP/TLS routes)
 #   rds: services, VirtualService, Gateway, Sidecar, DestinationRule (consistent hash)
 # A push whose changed keys are all of these kinds skips the type (istiod's skipped*Configs). The skip only
 # saves work: the per-resource diff would find nothing to send anyway.
 UNAFFECTED_BY: dict[str, frozenset[str]] = {
-    CLUSTER_TYPE: frozenset({"VirtualService", "Gateway", "Namespace"}),
+    CLUSTER_TYPE: frozenset({"VirtualService", "Gateway", "Namespace", "Endpoints"}),
     ENDPOINT_TYPE: frozenset({"VirtualService", "Gateway", "Sidecar", "Namespace"}),
-    LISTENER_TYPE: frozenset({"DestinationRule", "WorkloadEntry", "EndpointSlice", "Pod", "Namespace"}),
-    ROUTE_TYPE: frozenset({"WorkloadEntry", "EndpointSlice", "Pod", "Namespace"}),
+    LISTENER_TYPE: frozenset({"DestinationRule", "Namespace", "Endpoints"}),
+    ROUTE_TYPE: frozenset({"Namespace", "Endpoints"}),
 }
+
+
+def affected_types(kinds: frozenset[str] | None) -> tuple[str, ...]:
+    """The types, in push order, that changes of these kinds can affect (None: everything changed)."""
+    if kinds is None:
+        return PUSH_ORDER
+    return tuple(t for t in PUSH_ORDER if not kinds <= UNAFFECTED_BY.get(t, frozenset()))
+
 
 SHORT_TYPE = {CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", LISTENER_TYPE: "lds", ROUTE_TYPE: "rds"}
 

@@ -61,20 +61,14 @@ from pilot.api.istio.networking.v1alpha3 import (
     StringMatch,
     TrafficPolicyPortTrafficPolicy,
 )
-from pilot.config.model import Config
-from pilot.proxy import Proxy
-from pilot.push.context import (
-    MESH_GATEWAY,
-    BoundVirtualService,
-    EgressListener,
-    PushContext,
-    exported_to,
-    host_matches,
-    resolve_gateway_name,
-    resolve_short_name,
-)
-from pilot.registry.model import Protocol, Service
+from pilot.model.config import Config
+from pilot.model.host import MESH_GATEWAY, resolve_gateway_name, resolve_short_name, subset_of
+from pilot.model.proxy import Proxy
+from pilot.model.service import Protocol, Service
+from pilot.push.context import BoundVirtualService, EgressListener, PushContext, exported_to
+from pilot.push.scope import ProxyScope
 from pilot.xds import names
+from pilot.xds.units import Unit
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +302,7 @@ def _service_owners(services: Mapping[str, Service], virtual_services: Sequence[
         if hostname in exact:
             owners[hostname] = exact[hostname]
             continue
-        matching = [p for p in wildcard if host_matches(p, hostname)]
+        matching = [p for p in wildcard if subset_of(hostname, p)]
         if matching:
             best = max(matching, key=lambda p: (len(p), p))
             owners[hostname] = wildcard[best]
@@ -336,7 +330,7 @@ def _split_vs_hosts(
             continue
         found = False
         for hostname in sorted(services):
-            if host_matches(h, hostname):
+            if subset_of(hostname, h):
                 found = True
                 if owners.get(hostname) == index and hostname not in seen:
                     in_vs.append(services[hostname])
@@ -581,25 +575,14 @@ def _hosts_for_namespace(server_hosts: Sequence[str], namespace: str) -> list[st
     return out
 
 
-def _subset_of(a: str, b: str) -> bool:
-    """True when every name ``a`` matches is matched by ``b`` (Istio's host.Name.SubsetOf)."""
-    if b == "*":
-        return True
-    if a.startswith("*"):
-        return b.startswith("*") and a[1:].endswith(b[1:])
-    if b.startswith("*"):
-        return a.endswith(b[1:])
-    return a == b
-
-
 def _intersect_hosts(server_hosts: Sequence[str], vs_hosts: Sequence[str]) -> list[str]:
     """The more specific host of every overlapping (server host, VirtualService host) pair."""
     out: list[str] = []
     for s in server_hosts:
         for v in vs_hosts:
-            if _subset_of(s, v):
+            if subset_of(s, v):
                 chosen = s
-            elif _subset_of(v, s):
+            elif subset_of(v, s):
                 chosen = v
             else:
                 continue
@@ -1266,3 +1249,9 @@ def _hash_policy(hash_lb: LoadBalancerSettingsConsistentHashLb | None) -> rc.Rou
     else:
         return None
     return policy
+
+
+def route_unit(proxy: Proxy, push: PushContext, scope: ProxyScope, name: str) -> Unit:
+    """One RouteConfiguration as a cacheable unit: built from the whole scope (its services, VirtualServices
+    and DestinationRules), keyed by the route name and the scope's fingerprint."""
+    return Unit(("rds", name, scope.fingerprint), scope.deps, lambda: build_routes(proxy, push, (name,)))

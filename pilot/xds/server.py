@@ -1,9 +1,15 @@
-"""The ADS gRPC server: connections, the push sender loop and the grpclib handler.
+"""The xDS gRPC server: connections, the push sender loop and the grpclib handlers.
 
-Data flow: ``DiscoveryServer.push(request)`` (called by the debouncer) builds a new PushContext and
-enqueues every connection in the PushQueue; the sender loop takes connections off the queue, at most
-``throttle`` at a time, and hands each its request; each connection's own loop generates and sends.
-Protocol decisions (what to answer, what changed) come from the I/O-free StreamState.
+Services: ADS (``StreamAggregatedResources`` SotW and ``DeltaAggregatedResources``) and the per-type
+services Envoy uses without ADS (Cluster/Listener/Route/EndpointDiscoveryService ``Stream*``, ``Delta*`` and
+unary ``Fetch*``). Every stream is a ``Connection`` around an I/O-free protocol machine (``SotwStream`` or
+``DeltaStream``); responses are pre-encoded bytes that a pass-through codec writes as they are.
+
+Push data flow: ``DiscoveryServer.push(request)`` (called by the debouncer) builds a new PushContext for a
+full push (reusing what did not change) or, for an endpoint-only push, only updates the EDS snapshots; it
+then enqueues just the connections the change can reach (their scope depends on a changed config, or they
+watch a changed cluster); the sender loop takes connections off the queue, at most ``throttle`` at a time,
+and each connection's own loop generates and sends.
 """
 
 from __future__ import annotations
@@ -14,28 +20,53 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import grpclib.const
 import grpclib.exceptions
 import grpclib.server
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
+from grpclib.encoding.proto import ProtoCodec
 
-from pilot.config.model import Config, ConfigKey
-from pilot.proxy import Proxy, ProxyIdError, parse_proxy
-from pilot.push.context import PushContext
+from pilot.model.config import ENDPOINTS_KIND
+from pilot.model.environment import Environment
+from pilot.model.proxy import Proxy, ProxyIdError, parse_proxy
+from pilot.push.context import PushContext, View
 from pilot.push.queue import PushQueue
 from pilot.push.request import PushRequest
-from pilot.xds.generate import XdsCache, generate
-from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, PUSH_ORDER, SHORT_TYPE, UNAFFECTED_BY, WILDCARD_TYPES
-from pilot.xds.stream import Decision, RequestKind, StreamState
+from pilot.push.scope import ProxyScope, scope_for
+from pilot.xds.cache import XdsCache, max_entries_from_env
+from pilot.xds.delta import DeltaStream
+from pilot.xds.generate import Generator
+from pilot.xds.names import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    PUSH_ORDER,
+    ROUTE_TYPE,
+    SHORT_TYPE,
+    WILDCARD_TYPES,
+    affected_types,
+    parse_cluster_name,
+)
+from pilot.xds.protocol import Decision, Outgoing, RequestKind
+from pilot.xds.sotw import SotwStream
 
 log = logging.getLogger(__name__)
 
-ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-DELTA_ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+ADS_METHOD = f"/{ADS_SERVICE}/StreamAggregatedResources"
+DELTA_ADS_METHOD = f"/{ADS_SERVICE}/DeltaAggregatedResources"
+# Per-type services (non-aggregated xDS): service path and method suffix for each type.
+TYPE_SERVICES = {
+    CLUSTER_TYPE: ("envoy.service.cluster.v3.ClusterDiscoveryService", "Clusters"),
+    LISTENER_TYPE: ("envoy.service.listener.v3.ListenerDiscoveryService", "Listeners"),
+    ROUTE_TYPE: ("envoy.service.route.v3.RouteDiscoveryService", "Routes"),
+    ENDPOINT_TYPE: ("envoy.service.endpoint.v3.EndpointDiscoveryService", "Endpoints"),
+}
 
 
 def default_throttle() -> int:
@@ -44,6 +75,15 @@ def default_throttle() -> int:
     if configured > 0:
         return configured
     return min(15 + 5 * (os.cpu_count() or 1), 100)
+
+
+class RawCodec(ProtoCodec):
+    """grpclib's protobuf codec, except that bytes are sent as they are (responses are pre-encoded)."""
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        if isinstance(message, bytes):
+            return message
+        return super().encode(message, message_type)
 
 
 class PushTicket:
@@ -72,28 +112,70 @@ class PushTicket:
 
 
 class Connection:
-    """One ADS stream. Its loop handles requests first, then at most one pending push."""
+    """One xDS stream. Its loop handles requests first, then at most one pending push."""
 
     REQUEST_BUFFER = 32
 
-    def __init__(self, server: DiscoveryServer, stream: grpclib.server.Stream, conn_number: int) -> None:
+    def __init__(
+        self,
+        server: DiscoveryServer,
+        stream: grpclib.server.Stream,
+        conn_number: int,
+        protocol: SotwStream | DeltaStream,
+        only_type: str = "",
+    ) -> None:
         self.server = server
         self.stream = stream
         self.number = conn_number
+        self.protocol = protocol
+        self.only_type = only_type  # per-type services: the one type this stream carries
         self.proxy: Proxy | None = None
         self.id = ""
-        self.state = StreamState(nonce_prefix="")
         self.connected_at = datetime.now(UTC)
         peer = stream.peer.addr() if stream.peer else None
         self.address = f"{peer[0]}:{peer[1]}" if peer else ""
         self.metadata: dict[str, object] = {}
-        self._requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue(self.REQUEST_BUFFER)
+        # The proxy's class in the push it last saw, and its scope then and the time before.
+        self.push_number = -1
+        self.view: View = ()
+        self.scope: ProxyScope | None = None
+        self.previous_scope: ProxyScope | None = None
+        self._requests: asyncio.Queue[Any] = asyncio.Queue(self.REQUEST_BUFFER)
         self._push: PushRequest | None = None
         self._ticket: PushTicket | None = None
         self._sending = False
         self._wakeup = asyncio.Event()
 
-    # Called by the sender loop; never blocks.
+    @property
+    def state(self) -> SotwStream | DeltaStream:
+        return self.protocol
+
+    # ----- push side (called by the server; never blocks) -----
+
+    def refresh(self, push: PushContext) -> None:
+        """Bring the proxy's view and scope up to ``push`` (once per push context)."""
+        if self.proxy is None or self.push_number == push.number:
+            return
+        self.push_number = push.number
+        self.view = push.view_of(self.proxy)
+        self.previous_scope = self.scope
+        self.scope = scope_for(push, self.proxy, self.view)
+
+    def needs_push(self, request: PushRequest, push: PushContext) -> bool:
+        """Whether a change can reach this proxy (istiod's ProxyNeedsPush)."""
+        if self.proxy is None:
+            return False
+        if request.forced or request.configs_updated is None:
+            return True
+        if not request.full:
+            names = self.protocol.subscription(ENDPOINT_TYPE)
+            if names is None or not self.protocol.watched(ENDPOINT_TYPE):
+                return False
+            return any(names.by_host(key.name) for key in request.configs_updated if key.kind == ENDPOINTS_KIND)
+        self.refresh(push)
+        scopes = [s for s in (self.scope, self.previous_scope) if s is not None]
+        return any(scope.depends_on(key) for key in request.configs_updated for scope in scopes)
+
     def deliver(self, request: PushRequest, ticket: PushTicket) -> None:
         self._push = request
         self._ticket = ticket
@@ -101,6 +183,8 @@ class Connection:
             # Blocked writing to a slow proxy: it will not generate soon, so it must not hold a slot.
             ticket.release_slot()
         self._wakeup.set()
+
+    # ----- the connection's own loop -----
 
     async def _read(self) -> None:
         try:
@@ -118,7 +202,7 @@ class Connection:
                 if not self._requests.empty():
                     request = self._requests.get_nowait()
                     if request is None:
-                        if reader.done() and reader.exception() is not None:
+                        if reader.done() and not reader.cancelled() and reader.exception() is not None:
                             raise reader.exception()  # type: ignore[misc]
                         return
                     await self._handle_request(request)
@@ -140,27 +224,36 @@ class Connection:
                 self._ticket = None
                 self._push = None
 
-    async def _handle_request(self, request: discovery_pb2.DiscoveryRequest) -> None:
+    async def _handle_request(self, request: Any) -> None:
+        if self.only_type and not request.type_url:
+            request.type_url = self.only_type
         if self.proxy is None:
             self._initialize(request)
-        decision = self.state.on_request(request)
-        self.server.on_request_decision(self, decision, request)
+        if self.only_type and request.type_url != self.only_type:
+            raise grpclib.exceptions.GRPCError(
+                grpclib.const.Status.INVALID_ARGUMENT,
+                f"this stream carries {self.only_type}, not {request.type_url}",
+            )
+        decision = self.protocol.on_request(request)
+        self.server.on_request_decision(self, decision)
         if not decision.respond:
             return
         push = self.server.current
         if push is None:
             return
-        only = decision.added if decision.type_url not in WILDCARD_TYPES else frozenset()
-        response = self._prepare(decision.type_url, push, only=only)
-        if response is None:
+        self.refresh(push)
+        type_url = decision.type_url
+        force = decision.kind is RequestKind.INITIAL and type_url in WILDCARD_TYPES
+        outgoing = self._respond(type_url, push, force=force)
+        if outgoing is None:
             return
-        await self._send(response)
-        if decision.type_url == CLUSTER_TYPE and self.state.watched(ENDPOINT_TYPE):
-            endpoints = self._prepare(ENDPOINT_TYPE, push, force=True)
+        await self._send(outgoing)
+        if type_url == CLUSTER_TYPE and outgoing.changed and self.protocol.watched(ENDPOINT_TYPE):
+            endpoints = self._respond(ENDPOINT_TYPE, push, force_names=outgoing.changed)
             if endpoints is not None:
                 await self._send(endpoints)
 
-    def _initialize(self, request: discovery_pb2.DiscoveryRequest) -> None:
+    def _initialize(self, request: Any) -> None:
         if not request.HasField("node") or not request.node.id:
             raise grpclib.exceptions.GRPCError(
                 grpclib.const.Status.INVALID_ARGUMENT, "first request on the stream must carry node.id"
@@ -173,56 +266,60 @@ class Connection:
         self.metadata = metadata
         self.id = f"{self.proxy.short_id}-{self.number}"
         self.server.register(self)
-        log.info("ADS: new connection for node %s (%s)", self.proxy.id, self.id)
+        log.info("ADS: new %s connection for node %s (%s)", self.protocol.protocol, self.proxy.id, self.id)
 
     async def _handle_push(self, request: PushRequest, ticket: PushTicket) -> None:
-        if self.proxy is None:
+        push = self.server.current
+        if self.proxy is None or push is None:
             return
-        push = request.push or self.server.current
-        if push is None:
-            return
+        self.refresh(push)
+        types = PUSH_ORDER if request.forced else affected_types(request.kinds() if request.full else None)
+        if not request.full:
+            types = (ENDPOINT_TYPE,)
         # Generate every type first (holding the throttle slot), then send in push order without it.
-        responses = []
-        cds_changed = False
-        for type_url in PUSH_ORDER:
-            if not self.state.watched(type_url):
+        responses: list[Outgoing] = []
+        changed_clusters: tuple[str, ...] = ()
+        for type_url in types:
+            if not self.protocol.watched(type_url):
                 continue
-            force = type_url == ENDPOINT_TYPE and cds_changed
-            if not force and _unaffected(type_url, request):
+            force_names = changed_clusters if type_url == ENDPOINT_TYPE else ()
+            outgoing = self._respond(type_url, push, force_names=force_names)
+            if outgoing is None:
                 continue
-            response = self._prepare(type_url, push, force=force)
             if type_url == CLUSTER_TYPE:
-                cds_changed = response is not None
-            if response is not None:
-                responses.append(response)
-            # Generation is CPU on the shared loop (~0.1 s per type at 1000 services when not cached):
-            # let other streams' requests and sends run between types.
-            await asyncio.sleep(0)
+                changed_clusters = outgoing.changed
+            responses.append(outgoing)
+        if changed_clusters and ENDPOINT_TYPE not in types and self.protocol.watched(ENDPOINT_TYPE):
+            outgoing = self._respond(ENDPOINT_TYPE, push, force_names=changed_clusters)
+            if outgoing is not None:
+                responses.insert(1, outgoing)
         ticket.release_slot()
-        for response in responses:
-            await self._send(response)
+        for outgoing in responses:
+            await self._send(outgoing)
         self.server.record_convergence(request)
 
-    def _prepare(
-        self,
-        type_url: str,
-        push: PushContext,
-        *,
-        only: frozenset[str] | None = None,
-        force: bool = False,
-    ) -> discovery_pb2.DiscoveryResponse | None:
-        """Generate one type and ask the stream state what to send (None: the proxy already has it)."""
+    def _respond(
+        self, type_url: str, push: PushContext, *, force: bool = False, force_names: tuple[str, ...] = ()
+    ) -> Outgoing | None:
+        """What to send for one type now (None: the proxy already has it)."""
         assert self.proxy is not None
-        wildcard, names = self.state.subscription(type_url)
-        resources = generate(self.server.cache, type_url, self.proxy, push, () if wildcard else names)
-        return self.state.prepare_response(type_url, resources, push.version, only=only, force=force, now=time.time())
+        names = self.protocol.subscription(type_url)
+        if names is None and type_url not in WILDCARD_TYPES:
+            return None
+        snapshot = self.server.generator.snapshot(type_url, self.proxy, push, self.view, names)
+        if force_names and type_url == ENDPOINT_TYPE:
+            force_names = tuple(n for n in force_names if parse_cluster_name(n) is not None)
+        return self.protocol.respond(
+            type_url, snapshot, push.version, force=force, force_names=force_names, now=time.time()
+        )
 
-    async def _send(self, response: discovery_pb2.DiscoveryResponse) -> None:
-        short = SHORT_TYPE.get(response.type_url, response.type_url)
+    async def _send(self, outgoing: Outgoing) -> None:
+        short = SHORT_TYPE.get(outgoing.type_url, outgoing.type_url)
         started = time.monotonic()
         self._sending = True
         try:
-            await asyncio.wait_for(self.stream.send_message(response), timeout=self.server.send_timeout)
+            async with asyncio.timeout(self.server.send_timeout):
+                await self.stream.send_message(outgoing.body)
         except TimeoutError:
             self.server.counters["pilot_xds_write_timeout"] += 1
             log.warning("ADS: %s send of %s timed out; closing the stream", self.id, short)
@@ -230,67 +327,95 @@ class Connection:
         finally:
             self._sending = False
         self.server.counters[f"pilot_xds_pushes{{type={short}}}"] += 1
-        log.debug(
-            "ADS: %s pushed %s %d resources version %s in %.1fms",
-            self.id,
-            short,
-            len(response.resources),
-            response.version_info,
-            (time.monotonic() - started) * 1e3,
-        )
-
-
-def _unaffected(type_url: str, request: PushRequest) -> bool:
-    """True when every changed config is of a kind that cannot change this type (empty = anything changed)."""
-    skip = UNAFFECTED_BY.get(type_url, frozenset())
-    return bool(request.configs_updated) and all(key.kind in skip for key in request.configs_updated)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "ADS: %s pushed %s %d resources (%d removed) version %s, %d bytes in %.1fms",
+                self.id,
+                short,
+                len(outgoing.resources),
+                len(outgoing.removed),
+                outgoing.version,
+                len(outgoing.body),
+                (time.monotonic() - started) * 1e3,
+            )
 
 
 class DiscoveryServer:
     def __init__(
         self,
-        snapshot: Callable[[], Mapping[ConfigKey, Config]],
-        domain_suffix: str = "cluster.local",
+        env: Environment,
         *,
         throttle: int | None = None,
         send_timeout: float | None = None,
+        cache_size: int | None = None,
     ) -> None:
-        self._snapshot = snapshot
-        self.domain_suffix = domain_suffix
+        self.env = env
         self.current: PushContext | None = None
         self.connections: dict[str, Connection] = {}
         self.queue: PushQueue[Connection] = PushQueue()
         self.throttle = throttle or default_throttle()
         self.send_timeout = send_timeout or float(os.environ.get("PILOT_XDS_SEND_TIMEOUT", "10") or 10)
-        self.cache = XdsCache(int(os.environ.get("PILOT_XDS_CACHE_SIZE", "4096") or 4096))
+        self.cache = XdsCache(cache_size or max_entries_from_env())
+        self.generator = Generator(self.cache)
         self.counters: Counter[str] = Counter()
-        self._versions = itertools.count(1)
+        self._numbers = itertools.count(1)
         self._conn_numbers = itertools.count(1)
 
     # ----- push side -----
 
-    def next_version(self) -> str:
+    def _next_version(self, number: int) -> str:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return f"{stamp}/{next(self._versions)}"
+        return f"{stamp}/{number}"
 
-    def rebuild(self) -> PushContext:
-        """Build a new PushContext from the current config snapshot and make it current."""
+    def rebuild(self, request: PushRequest | None = None) -> PushContext:
+        """Build the next PushContext and make it current, dropping exactly what the change invalidates."""
         started = time.monotonic()
-        push = PushContext.build(self.next_version(), self._snapshot(), self.domain_suffix)
+        number = next(self._numbers)
+        everything = request is None or request.forced or request.configs_updated is None
+        kinds = None if everything else request.kinds()  # type: ignore[union-attr]
+        push = PushContext.build(self.env, self._next_version(number), number, self.current, kinds)
+        if everything:
+            self.cache.clear_all(token=number)
+            self.generator.invalidate(PUSH_ORDER)
+        else:
+            assert request is not None and request.configs_updated is not None and kinds is not None
+            self.cache.clear(request.configs_updated, token=number)
+            other_kinds = kinds - {ENDPOINTS_KIND}
+            types = set(affected_types(frozenset(other_kinds))) if other_kinds else set()
+            self.generator.invalidate(types)
+            if ENDPOINT_TYPE not in types and ENDPOINTS_KIND in kinds:
+                self.generator.endpoints_changed(self._endpoint_hosts(request))
         self.current = push
-        self.cache.clear()  # entries are keyed by version; clearing just frees memory early
         self.counters["pilot_pushcontext_init"] += 1
         log.debug("PushContext %s built in %.1fms", push.version, (time.monotonic() - started) * 1e3)
         return push
 
+    @staticmethod
+    def _endpoint_hosts(request: PushRequest) -> set[str]:
+        return {key.name for key in request.configs_updated or () if key.kind == ENDPOINTS_KIND}
+
     async def push(self, request: PushRequest) -> None:
-        """Debouncer callback: new snapshot, then every connection gets the request."""
-        push = self.rebuild()
-        request.push = push
+        """Debouncer callback: update what the change touches, then enqueue the connections it reaches."""
+        self.push_now(request)
+
+    def push_now(self, request: PushRequest) -> None:
+        if request.full or self.current is None:
+            push = self.rebuild(request)
+        else:
+            push = self.current
+            hosts = self._endpoint_hosts(request)
+            self.cache.clear(request.configs_updated or ())
+            self.generator.endpoints_changed(hosts)
         for reason, count in request.reason.items():
             self.counters[f"pilot_push_triggers{{type={reason}}}"] += count
+        enqueued = 0
         for conn in list(self.connections.values()):
-            self.queue.enqueue(conn, request)
+            if conn.needs_push(request, push):
+                self.queue.enqueue(conn, request)
+                enqueued += 1
+        log.debug(
+            "push %s (%s): %d of %d connections", push.version, request.describe(), enqueued, len(self.connections)
+        )
 
     async def send_loop(self) -> None:
         slots = asyncio.Semaphore(self.throttle)
@@ -320,21 +445,16 @@ class DiscoveryServer:
             del self.connections[conn.id]
         self.queue.remove(conn)
 
-    def on_request_decision(
-        self, conn: Connection, decision: Decision, request: discovery_pb2.DiscoveryRequest
-    ) -> None:
+    def on_request_decision(self, conn: Connection, decision: Decision) -> None:
         short = SHORT_TYPE.get(decision.type_url, decision.type_url)
         if decision.kind is RequestKind.NACK:
             self.counters[f"pilot_total_xds_rejects{{type={short}}}"] += 1
-            log.warning(
-                "ADS:%s: ACK ERROR %s %s", short.upper(), conn.id, request.error_detail.message.replace("\n", " ")
-            )
+            log.warning("ADS:%s: ACK ERROR %s %s", short.upper(), conn.id, decision.error.replace("\n", " "))
         elif decision.kind is RequestKind.STALE:
             self.counters[f"pilot_xds_expired_nonce{{type={short}}}"] += 1
-            log.debug("ADS:%s: %s stale nonce %s ignored", short.upper(), conn.id, request.response_nonce)
 
-    async def stream_aggregated_resources(self, stream: grpclib.server.Stream) -> None:
-        conn = Connection(self, stream, next(self._conn_numbers))
+    async def _serve(self, stream: grpclib.server.Stream, protocol: SotwStream | DeltaStream, only_type: str) -> None:
+        conn = Connection(self, stream, next(self._conn_numbers), protocol, only_type)
         try:
             await conn.serve()
         except (ConnectionError, grpclib.exceptions.StreamTerminatedError):
@@ -344,21 +464,65 @@ class DiscoveryServer:
             if conn.id:
                 log.info("ADS: connection %s closed", conn.id)
 
+    async def stream_aggregated_resources(self, stream: grpclib.server.Stream) -> None:
+        await self._serve(stream, SotwStream(), "")
+
     async def delta_aggregated_resources(self, stream: grpclib.server.Stream) -> None:
-        raise grpclib.exceptions.GRPCError(grpclib.const.Status.UNIMPLEMENTED, "delta xDS is not supported yet")
+        await self._serve(stream, DeltaStream(), "")
+
+    def _per_type_stream(self, type_url: str, delta: bool) -> Callable[[grpclib.server.Stream], Any]:
+        async def handler(stream: grpclib.server.Stream) -> None:
+            await self._serve(stream, DeltaStream() if delta else SotwStream(), type_url)
+
+        return handler
+
+    def _fetch(self, type_url: str) -> Callable[[grpclib.server.Stream], Any]:
+        async def handler(stream: grpclib.server.Stream) -> None:
+            request = await stream.recv_message()
+            assert request is not None
+            await stream.send_message(self.fetch(type_url, request))
+
+        return handler
+
+    def fetch(self, type_url: str, request: discovery_pb2.DiscoveryRequest) -> bytes:
+        """A unary Fetch*: the full current answer for the request's subscription (no stream state)."""
+        push = self.current
+        if not request.HasField("node") or not request.node.id or push is None:
+            raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, "request must carry node.id")
+        request.type_url = request.type_url or type_url
+        metadata = json_format.MessageToDict(request.node.metadata) if request.node.HasField("metadata") else {}
+        try:
+            proxy = parse_proxy(request.node.id, metadata, request.node.cluster)
+        except ProxyIdError as exc:
+            raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
+        state = SotwStream()
+        state.on_request(request)
+        names = state.subscription(type_url)
+        if names is None and type_url not in WILDCARD_TYPES:
+            names = state.types[type_url].names
+        snapshot = self.generator.snapshot(type_url, proxy, push, push.view_of(proxy), names)
+        outgoing = state.respond(type_url, snapshot, push.version, force=True)
+        assert outgoing is not None
+        return outgoing.body
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
-        return {
-            ADS_METHOD: grpclib.const.Handler(
-                self.stream_aggregated_resources,
-                grpclib.const.Cardinality.STREAM_STREAM,
-                discovery_pb2.DiscoveryRequest,
-                discovery_pb2.DiscoveryResponse,
-            ),
+        stream = grpclib.const.Cardinality.STREAM_STREAM
+        request, response = discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse
+        delta_request, delta_response = discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse
+        handlers = {
+            ADS_METHOD: grpclib.const.Handler(self.stream_aggregated_resources, stream, request, response),
             DELTA_ADS_METHOD: grpclib.const.Handler(
-                self.delta_aggregated_resources,
-                grpclib.const.Cardinality.STREAM_STREAM,
-                discovery_pb2.DeltaDiscoveryRequest,
-                discovery_pb2.DeltaDiscoveryResponse,
+                self.delta_aggregated_resources, stream, delta_request, delta_response
             ),
         }
+        for type_url, (service, suffix) in TYPE_SERVICES.items():
+            handlers[f"/{service}/Stream{suffix}"] = grpclib.const.Handler(
+                self._per_type_stream(type_url, delta=False), stream, request, response
+            )
+            handlers[f"/{service}/Delta{suffix}"] = grpclib.const.Handler(
+                self._per_type_stream(type_url, delta=True), stream, delta_request, delta_response
+            )
+            handlers[f"/{service}/Fetch{suffix}"] = grpclib.const.Handler(
+                self._fetch(type_url), grpclib.const.Cardinality.UNARY_UNARY, request, response
+            )
+        return handlers

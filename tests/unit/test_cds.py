@@ -9,11 +9,12 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from pilot.config.model import Config, ConfigKey
 from pilot.config.validation import check
-from pilot.proxy import Proxy, parse_proxy
+from pilot.model.config import Config, ConfigKey
+from pilot.model.proxy import Proxy, parse_proxy
+from pilot.model.service import Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints
 from pilot.push.context import PushContext
-from pilot.registry.model import Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints
+from pilot.push.offline import push_of_configs
 from pilot.xds import cds, names
 
 Cluster = cluster_pb2.Cluster
@@ -29,13 +30,7 @@ def config(kind: str, namespace: str, name: str, spec: dict[str, Any]) -> Config
 
 
 def push_of(services: list[Service], endpoints: list[ServiceEndpoints] = (), configs: list[Config] = ()) -> PushContext:
-    return PushContext(
-        version="1",
-        domain_suffix="cluster.local",
-        configs={c.key: c for c in configs},
-        services={s.hostname: s for s in services},
-        endpoints={e.hostname: e for e in endpoints},
-    )
+    return PushContext.of(configs, services, {e.hostname: e for e in endpoints})
 
 
 def sidecar(namespace: str = "default", labels: dict[str, str] | None = None) -> Proxy:
@@ -487,7 +482,7 @@ def test_service_entries_through_push_context_build() -> None:
             {"host": "vm.internal", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]},
         ),
     ]
-    push = PushContext.build("1", {c.key: c for c in configs}, "cluster.local")
+    push = push_of_configs(configs)
     clusters = by_name(cds.build_clusters(sidecar(), push))
     assert [n for n in clusters if n.startswith("outbound")] == [
         "outbound|443||api.example.com",

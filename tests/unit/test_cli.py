@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pilot.cli import main
-from pilot.proxy import NodeType, ProxyIdError, parse_proxy
+from pilot.model.proxy import NodeType, ProxyIdError, parse_proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 

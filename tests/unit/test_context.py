@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pilot.proxy import parse_proxy
+from pilot.model.proxy import parse_proxy
 from pilot.push.context import resolve_gateway_name, resolve_short_name
 from tests.support import push_of
 

@@ -6,11 +6,11 @@ from typing import Any
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from pilot.config.model import Config, ConfigKey
 from pilot.config.validation import check
-from pilot.proxy import Proxy, parse_proxy
+from pilot.model.config import Config, ConfigKey
+from pilot.model.proxy import Proxy, parse_proxy
+from pilot.model.service import Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints
 from pilot.push.context import PushContext
-from pilot.registry.model import Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints
 from pilot.xds import cds, eds
 
 HOST = "reviews.default.svc.cluster.local"
@@ -31,13 +31,7 @@ def _rule(spec: dict[str, Any]) -> Config:
 
 
 def _push(services: list[Service], endpoints: list[ServiceEndpoints], configs: list[Config] = ()) -> PushContext:
-    return PushContext(
-        version="1",
-        domain_suffix="cluster.local",
-        configs={c.key: c for c in configs},
-        services={s.hostname: s for s in services},
-        endpoints={e.hostname: e for e in endpoints},
-    )
+    return PushContext.of(configs, services, {e.hostname: e for e in endpoints})
 
 
 ENDPOINTS = ServiceEndpoints(

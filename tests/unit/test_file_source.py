@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pilot.config.model import ConfigKey
 from pilot.config.store import ConfigStore
+from pilot.model.config import ConfigKey
 from pilot.sources.files import FileSource
 
 TIMEOUT = 5.0

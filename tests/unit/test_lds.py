@@ -18,11 +18,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import json_format
 
-from pilot.config.model import Config, ConfigKey
 from pilot.config.validation import check
-from pilot.proxy import Proxy, parse_proxy
+from pilot.model.config import Config, ConfigKey
+from pilot.model.proxy import Proxy, parse_proxy
+from pilot.model.service import Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints
 from pilot.push.context import PushContext
-from pilot.registry.model import Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints
 from pilot.xds import cds, eds, lds, names
 
 Listener = listener_pb2.Listener
@@ -46,14 +46,10 @@ def _config(kind: str, namespace: str, name: str, spec: dict[str, Any]) -> Confi
 
 
 def _push(configs: list[Config] = (), services: list[Service] = SERVICES) -> PushContext:
-    return PushContext(
-        version="1",
-        domain_suffix="cluster.local",
-        configs={c.key: c for c in configs},
-        services={s.hostname: s for s in services},
-        endpoints={
-            REVIEWS: ServiceEndpoints(REVIEWS, {"http": (Endpoint("10.1.0.1", 8080, "http", {"version": "v1"}),)})
-        },
+    return PushContext.of(
+        configs,
+        services,
+        {REVIEWS: ServiceEndpoints(REVIEWS, {"http": (Endpoint("10.1.0.1", 8080, "http", {"version": "v1"}),)})},
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pilot.config.loader import LoadError, load_text
-from pilot.config.model import ConfigKey
+from pilot.model.config import ConfigKey
 
 SAMPLES = Path("/work/shared/istio-samples")
 

@@ -1,4 +1,5 @@
-"""Debounce and push-queue semantics (istiod's debounce() and PushQueue)."""
+"""Push-queue semantics (istiod's PushQueue) and the debounce settings; the debouncer's timing is tested
+on a manual clock in test_debounce.py, PushRequest merging in test_push_request.py."""
 
 from __future__ import annotations
 
@@ -7,43 +8,16 @@ from collections import Counter
 
 import pytest
 
-from pilot.config.model import ConfigKey
-from pilot.push.debounce import Debouncer, parse_duration
+from pilot.model.config import ConfigKey
+from pilot.push.debounce import eds_debounce_from_env, parse_duration
 from pilot.push.queue import PushQueue
 from pilot.push.request import PushRequest
 
 
 def req(name: str, reason: str = "config", full: bool = True) -> PushRequest:
     return PushRequest(
-        full=full, configs_updated=frozenset({ConfigKey("VirtualService", "ns", name)}), reason=Counter({reason: 1})
+        full=full, configs_updated={ConfigKey("VirtualService", "ns", name)}, reason=Counter({reason: 1})
     )
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.005)
-
-
-def test_merge_unions_keys_sums_reasons_keeps_oldest_start() -> None:
-    a = PushRequest(
-        full=False, configs_updated=frozenset({ConfigKey("A", "n", "1")}), reason=Counter(config=1), start=5.0
-    )
-    b = PushRequest(
-        full=True,
-        configs_updated=frozenset({ConfigKey("B", "n", "2")}),
-        reason=Counter(config=2, endpoint=1),
-        start=7.0,
-        forced=True,
-    )
-    merged = a.merge(b)
-    assert merged.full and merged.forced
-    assert merged.configs_updated == {ConfigKey("A", "n", "1"), ConfigKey("B", "n", "2")}
-    assert merged.reason == Counter(config=3, endpoint=1)
-    assert merged.start == 5.0
-    assert a.reason == Counter(config=1)  # inputs untouched
 
 
 def test_parse_duration() -> None:
@@ -53,74 +27,6 @@ def test_parse_duration() -> None:
     assert parse_duration("0.5") == 0.5
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration("soon")
-
-
-async def test_burst_of_events_coalesces_into_one_push() -> None:
-    pushed: list[PushRequest] = []
-
-    async def push(r: PushRequest) -> None:
-        pushed.append(r)
-
-    debouncer = Debouncer(push, after=0.05, max_delay=5)
-    task = asyncio.create_task(debouncer.run())
-    try:
-        for i in range(20):
-            debouncer.update(req(f"vs{i}"))
-            await asyncio.sleep(0.002)
-        await wait_for(lambda: len(pushed) == 1)
-        assert len(pushed[0].configs_updated) == 20
-        assert pushed[0].reason["config"] == 20
-        # Nothing more arrives: no second push.
-        await asyncio.sleep(0.15)
-        assert len(pushed) == 1
-    finally:
-        task.cancel()
-
-
-async def test_continuous_events_are_forced_out_by_max_delay() -> None:
-    pushed: list[float] = []
-    loop = asyncio.get_running_loop()
-
-    async def push(r: PushRequest) -> None:
-        pushed.append(loop.time())
-
-    debouncer = Debouncer(push, after=0.1, max_delay=0.3)
-    task = asyncio.create_task(debouncer.run())
-    start = loop.time()
-    try:
-        # An event every 20 ms never leaves 100 ms of quiet; the 300 ms cap must push anyway.
-        while loop.time() - start < 0.5 and not pushed:
-            debouncer.update(req("hot"))
-            await asyncio.sleep(0.02)
-        assert pushed, "max delay did not force a push"
-        assert 0.25 <= pushed[0] - start < 0.5
-    finally:
-        task.cancel()
-
-
-async def test_events_during_a_push_form_the_next_batch() -> None:
-    release = asyncio.Event()
-    pushed: list[PushRequest] = []
-
-    async def push(r: PushRequest) -> None:
-        pushed.append(r)
-        if len(pushed) == 1:
-            await release.wait()
-
-    debouncer = Debouncer(push, after=0.01, max_delay=1)
-    task = asyncio.create_task(debouncer.run())
-    try:
-        debouncer.update(req("first"))
-        await wait_for(lambda: len(pushed) == 1)
-        debouncer.update(req("second"))
-        debouncer.update(req("third"))
-        await asyncio.sleep(0.05)
-        assert len(pushed) == 1  # one push at a time
-        release.set()
-        await wait_for(lambda: len(pushed) == 2)
-        assert {k.name for k in pushed[1].configs_updated} == {"second", "third"}
-    finally:
-        task.cancel()
 
 
 async def test_queue_merges_pending_and_keeps_position() -> None:
@@ -152,7 +58,8 @@ async def test_queue_holds_requests_for_in_flight_connections_and_requeues_at_ta
 async def test_dequeue_waits_for_work() -> None:
     queue: PushQueue[str] = PushQueue()
     getter = asyncio.create_task(queue.dequeue())
-    await asyncio.sleep(0.01)
+    for _ in range(10):
+        await asyncio.sleep(0)  # let the getter run until it parks on the empty queue
     assert not getter.done()
     queue.enqueue("x", req("1"))
     key, _ = await asyncio.wait_for(getter, 1)
@@ -168,3 +75,13 @@ def test_debounce_settings_come_from_istiod_env_vars(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PILOT_DEBOUNCE_AFTER", "250ms")
     monkeypatch.setenv("PILOT_DEBOUNCE_MAX", "2s")
     assert durations_from_env() == (pytest.approx(0.25), 2.0)
+
+
+def test_eds_debounce_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PILOT_ENABLE_EDS_DEBOUNCE", raising=False)
+    assert eds_debounce_from_env() is True
+    monkeypatch.setenv("PILOT_ENABLE_EDS_DEBOUNCE", "false")
+    assert eds_debounce_from_env() is False
+    monkeypatch.setenv("PILOT_ENABLE_EDS_DEBOUNCE", "maybe")
+    with pytest.raises(ValueError, match="PILOT_ENABLE_EDS_DEBOUNCE"):
+        eds_debounce_from_env()

@@ -23,11 +23,12 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, json_format
 
 from pilot.config.convert import convert_spec
-from pilot.config.model import Config, ConfigKey
 from pilot.config.validation import check
-from pilot.proxy import Proxy, parse_proxy
+from pilot.model.config import Config, ConfigKey
+from pilot.model.proxy import Proxy, parse_proxy
+from pilot.model.service import Port, Protocol, Resolution, Service
 from pilot.push.context import PushContext
-from pilot.registry.model import Port, Protocol, Resolution, Service
+from pilot.push.offline import push_of_configs
 from pilot.xds import names, rds
 
 RouteConfiguration = route_pb2.RouteConfiguration
@@ -71,13 +72,7 @@ def _vs(name: str, spec: dict[str, Any], namespace: str = "default", *, validate
 
 
 def _push(configs: Iterable[Config] = (), services: Sequence[Service] = SERVICES) -> PushContext:
-    return PushContext(
-        version="1",
-        domain_suffix="cluster.local",
-        configs={c.key: c for c in configs},
-        services={s.hostname: s for s in services},
-        endpoints={},
-    )
+    return PushContext.of(configs, services, {})
 
 
 def _sidecar(namespace: str = "default", labels: dict[str, str] | None = None) -> Proxy:
@@ -868,7 +863,7 @@ def test_push_context_built_from_service_entries() -> None:
         },
         "shop",
     )
-    push = PushContext.build("1", {c.key: c for c in (entry, vs)}, "cluster.local")
+    push = push_of_configs((entry, vs))
     config = _one(_sidecar("shop"), push, "8080")
     vhosts = _vhosts(config)
     assert [vh.name for vh in config.virtual_hosts] == [

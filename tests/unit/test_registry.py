@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from pilot.api.istio.networking import v1alpha3 as networking
-from pilot.config.model import Config, ConfigKey
+from pilot.model.config import Config, ConfigKey
+from pilot.model.service import Endpoint, Port, Protocol, Resolution, ServiceEndpoints
 from pilot.registry import kube, serviceentry
-from pilot.registry.model import Endpoint, Port, Protocol, Resolution, ServiceEndpoints
 
 DOMAIN = "cluster.local"
 Res = networking.ServiceEntryResolution
@@ -100,7 +100,7 @@ def test_dns_without_endpoints_gets_one_endpoint_per_host() -> None:
         resolution=Res.DNS,
     )
     services, eps = serviceentry.build([entry], [], DOMAIN)
-    assert [s.hostname for s in services] == ["a.example.com", "b.example.com", "*.wild.com"]
+    assert [s.hostname for s in services] == ["*.wild.com", "a.example.com", "b.example.com"]  # hostname order
     assert addrs(eps["a.example.com"], "http") == [("a.example.com", 80)]
     assert addrs(eps["a.example.com"], "https") == [("a.example.com", 8443)]
     assert addrs(eps["b.example.com"], "http") == [("b.example.com", 80)]
@@ -147,7 +147,7 @@ def test_duplicate_host_first_service_entry_wins_and_order_is_deterministic() ->
     s1, e1 = serviceentry.build([b, a], [], DOMAIN)
     s2, e2 = serviceentry.build([a, b], [], DOMAIN)
     assert s1 == s2 and e1 == e2
-    assert [(s.hostname, s.origin.name) for s in s1] == [("dup.example.com", "a"), ("b.example.com", "b")]  # type: ignore[union-attr]
+    assert [(s.hostname, s.origin.name) for s in s1] == [("b.example.com", "b"), ("dup.example.com", "a")]  # type: ignore[union-attr]
     assert addrs(e1["dup.example.com"], "http") == [("1.1.1.1", 80)]
 
 
@@ -275,7 +275,7 @@ def test_kube_endpoints() -> None:
     # Not-ready endpoints are dropped; slices of another namespace are ignored; sorted by address.
     assert addrs(reviews, "http") == [("10.1.0.1", 9080), ("10.1.0.2", 9080), ("10.1.0.4", 9080)]
     assert addrs(reviews, "grpc-api") == [("10.1.0.2", 17070)]  # Endpoint.port is the slice port
-    assert reviews.by_port["tcp-x"] == ()
+    assert reviews.by_port.get("tcp-x", ()) == ()
     v1, v2, missing = reviews.by_port["http"]
     assert v1.labels["version"] == "v1" and v1.locality == "us/east/a"
     assert v2.labels == {"app": "reviews", "version": "v2"}
@@ -301,12 +301,11 @@ def test_kube_export_to_annotation_and_determinism() -> None:
 
 
 def test_push_context_uses_both_registries() -> None:
-    from pilot.push.context import PushContext
+    from pilot.push.offline import push_of_configs
 
     services, slices, pods = kube_world()
     entry = se("ext", hosts=["api.example.com"], ports=[HTTP], resolution=Res.DNS)
-    configs = {c.key: c for c in [*services, *slices, *pods, entry]}
-    push = PushContext.build("v1", configs, DOMAIN)
+    push = push_of_configs([*services, *slices, *pods, entry], DOMAIN)
     assert push.service("api.example.com") is not None
     assert push.service("reviews.bookinfo.svc.cluster.local") is not None
     assert addrs(push.service_endpoints("api.example.com"), "http") == [("api.example.com", 80)]

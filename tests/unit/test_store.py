@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from pilot.config.loader import LoadError, LoadResult, load_text
-from pilot.config.model import Config, ConfigKey
 from pilot.config.store import ConfigStore
+from pilot.model.config import Config, ConfigKey
 
 
 def svc_yaml(name: str, port: int = 80, ns: str = "default") -> str:

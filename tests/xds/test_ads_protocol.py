@@ -242,17 +242,40 @@ async def test_push_order_is_cds_eds_lds_rds(ads: AdsClient, pilot: PilotServer)
     await ads.send(ROUTE_TYPE, names=("80",))
     rds = await ads.recv()
     await ads.send(ROUTE_TYPE, names=("80",), nonce=rds.nonce, version=rds.version_info)
-    # A new service changes CDS, LDS (none new for port 80 here) and RDS; EDS must follow CDS.
+    # A new service changes CDS and RDS: CDS goes first, RDS last. Existing clusters are unchanged, so
+    # their endpoints are not resent (the client subscribes to the new cluster's by itself).
     write(pilot.options.config_dir / "c.yaml", SERVICE_ENTRY.format(name="c", host="c.example.com"))
     order = []
     while True:
         msg = await ads.recv()
         order.append(msg.type_url)
+        await ads.send(msg.type_url, names=_names_for(msg.type_url), nonce=msg.nonce, version=msg.version_info)
         if msg.type_url == ROUTE_TYPE:
             break
-    assert order[0] == CLUSTER_TYPE
-    assert order[1] == ENDPOINT_TYPE, "EDS was not resent after a CDS change"
-    assert order.index(ROUTE_TYPE) == len(order) - 1
+    assert order == [CLUSTER_TYPE, ROUTE_TYPE]
+    # A DestinationRule changes cluster a: Envoy keeps an updated cluster warming until it gets its
+    # endpoints again, so that cluster's (unchanged) assignment must follow CDS.
+    write(pilot.options.config_dir / "dr.yaml", DESTINATION_RULE)
+    cds = await ads.recv()
+    assert cds.type_url == CLUSTER_TYPE
+    await ads.send(CLUSTER_TYPE, nonce=cds.nonce, version=cds.version_info)
+    eds = await ads.recv()
+    assert eds.type_url == ENDPOINT_TYPE, "EDS of the updated cluster was not resent after CDS"
+    assert list(cla_of(eds)) == ["outbound|80||a.example.com"]
+
+
+DESTINATION_RULE = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a, namespace: default}
+spec:
+  host: a.example.com
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+"""
+
+
+def _names_for(type_url: str) -> tuple[str, ...]:
+    return {ENDPOINT_TYPE: ("outbound|80||a.example.com",), ROUTE_TYPE: ("80",)}.get(type_url, ())
 
 
 async def test_first_request_without_node_is_rejected(pilot: PilotServer) -> None:

@@ -64,3 +64,21 @@ class Config:
     @property
     def name(self) -> str:
         return self.key.name
+
+
+# Pseudo-kinds of push-request keys, as istiod uses them: a service is keyed ServiceEntry/<ns>/<hostname>
+# (whichever registry it came from) and an endpoint-only change Endpoints/<ns>/<hostname>.
+SERVICE_KIND = "ServiceEntry"
+ENDPOINTS_KIND = "Endpoints"
+
+# Kinds the service registries consume (the others are routing config the PushContext indexes).
+SERVICE_ENTRY = "ServiceEntry"
+WORKLOAD_ENTRY = "WorkloadEntry"
+VIRTUAL_SERVICE = "VirtualService"
+DESTINATION_RULE = "DestinationRule"
+GATEWAY = "Gateway"
+SIDECAR = "Sidecar"
+KUBE_SERVICE = "Service"
+POD = "Pod"
+NAMESPACE = "Namespace"
+ENDPOINT_SLICE = "EndpointSlice"

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from pilot.config.model import ConfigKey
+from pilot.model.config import ConfigKey
 
 EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
 

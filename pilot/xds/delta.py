@@ -1,0 +1,155 @@
+"""Incremental (Delta) xDS on one stream, with no I/O (shared/notes/xds-protocol-and-peers.md §1.6, §6).
+
+* Subscriptions: ``resource_names_subscribe`` / ``_unsubscribe``; LDS and CDS are wildcard with ``*`` or when
+  the first request of the type subscribes nothing (legacy), and stay wildcard across reconnects.
+* Subscription changes apply even when the request's nonce is stale; the nonce only correlates ACKs.
+* ``initial_resource_versions`` (first request per type on a reconnected stream) is what the client holds:
+  unchanged resources are not resent, resources that no longer exist are listed in ``removed_resources``.
+* Every newly subscribed name is sent, even when the client seems to hold its latest version.
+* ``removed_resources`` only ever names a resource the client held: never a name that simply does not exist
+  (yet), such as an EDS cluster whose service has no endpoints or has not been seen (go-control-plane #488).
+* Responses carry only what changed; a NACK is recorded and not answered by resending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from pilot.xds.names import WILDCARD_TYPES
+from pilot.xds.protocol import Decision, Outgoing, RequestKind, TypeState, next_nonce
+from pilot.xds.resource import delta_response
+from pilot.xds.snapshot import NameSet, Snapshot
+
+PROTOCOL = "delta"
+
+
+class DeltaStream:
+    protocol = PROTOCOL
+
+    def __init__(self) -> None:
+        self.types: dict[str, TypeState] = {}
+
+    # ----- inbound -----
+
+    def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> Decision:
+        type_url = request.type_url
+        state = self.types.get(type_url)
+        first = state is None or not state.requested
+        if state is None:
+            state = self.types[type_url] = TypeState()
+        subscribe = list(request.resource_names_subscribe)
+        unsubscribe = list(request.resource_names_unsubscribe)
+        respond = False
+
+        if first:
+            state.requested = True
+            state.holds = dict(request.initial_resource_versions)
+            if type_url in WILDCARD_TYPES and ("*" in subscribe or not (subscribe or unsubscribe)):
+                state.wildcard = True
+            respond = True
+        changed = self._apply_subscription(state, subscribe, unsubscribe, first)
+        respond = respond or changed
+
+        nonce = request.response_nonce
+        if not nonce:
+            kind = RequestKind.INITIAL if first else RequestKind.SUBSCRIBE
+            return Decision(kind, type_url, respond=respond)
+        if nonce != state.sent_nonce:
+            return Decision(RequestKind.STALE, type_url, respond=respond)
+        state.acked_nonce = nonce
+        if request.HasField("error_detail"):
+            message = request.error_detail.message or f"code {request.error_detail.code}"
+            state.last_error = message
+            state.nacks += 1
+            return Decision(RequestKind.NACK, type_url, respond=respond, error=message)
+        state.acked_version = state.sent_version
+        state.last_error = ""
+        return Decision(RequestKind.ACK, type_url, respond=respond)
+
+    @staticmethod
+    def _apply_subscription(state: TypeState, subscribe: list[str], unsubscribe: list[str], first: bool) -> bool:
+        """Apply (un)subscriptions; returns whether a response is owed."""
+        owed = False
+        names = set(state.names.names)
+        if "*" in subscribe and not state.wildcard:
+            state.wildcard = True
+            owed = True
+        if "*" in unsubscribe and state.wildcard:
+            state.wildcard = False
+        added = [n for n in subscribe if n != "*"]
+        removed = [n for n in unsubscribe if n != "*"]
+        if added:
+            names.update(added)
+            owed = True
+            if not first:
+                # The client may have dropped what it asks for again: send it even if it seems current.
+                holds = dict(state.holds)
+                for name in added:
+                    holds.pop(name, None)
+                state.holds = holds
+        if removed:
+            names.difference_update(removed)
+            holds = dict(state.holds)
+            for name in removed:
+                holds.pop(name, None)
+            state.holds = holds
+            if state.wildcard:
+                owed = True  # unsubscribing a name the wildcard still covers needs a reply with it
+        if added or removed:
+            state.names = NameSet.of(names)
+        if "*" in unsubscribe and not state.wildcard:
+            state.holds = state.names.restrict(state.holds)
+        return owed
+
+    # ----- outbound -----
+
+    def watched(self, type_url: str) -> bool:
+        state = self.types.get(type_url)
+        return state is not None and state.requested and (state.wildcard or bool(state.names))
+
+    def subscription(self, type_url: str) -> NameSet | None:
+        state = self.types.get(type_url)
+        if state is None or state.wildcard:
+            return None
+        return state.names
+
+    def respond(
+        self,
+        type_url: str,
+        snapshot: Snapshot,
+        version: str,
+        *,
+        force: bool = False,
+        force_names: Collection[str] = (),
+        now: float = 0.0,
+    ) -> Outgoing | None:
+        """The changes that bring the client from what it holds to ``snapshot``, or None when none.
+
+        ``force`` answers even with nothing to send (a first wildcard request); ``force_names`` resends
+        those names although unchanged.
+        """
+        state = self.types.setdefault(type_url, TypeState())
+        diff = snapshot.diff(state.holds)
+        extra = [snapshot.resources[n] for n in force_names if n in snapshot.resources] if force_names else []
+        changed = diff.changed
+        if extra:
+            have = {r.name for r in changed}
+            changed = changed + tuple(r for r in extra if r.name not in have)
+        if not (changed or diff.removed or force):
+            return None
+        memo = diff.encoded.get(PROTOCOL) if not extra else None
+        if memo is not None and memo[0] != state.sent_nonce and memo[1] == version:
+            nonce, body = memo[0], memo[2]
+        else:
+            nonce = next_nonce()
+            body = delta_response(type_url, version, nonce, changed, diff.removed)
+            if not extra:
+                diff.encoded[PROTOCOL] = (nonce, version, body)
+        state.holds = snapshot.versions
+        state.sent_nonce = nonce
+        state.sent_version = version
+        state.sent_time = now
+        state.sent += 1
+        return Outgoing(type_url, body, nonce, version, changed, diff.removed, tuple(r.name for r in diff.changed))

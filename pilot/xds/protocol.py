@@ -1,0 +1,84 @@
+"""What the SotW and Delta stream state machines share: request kinds, decisions, outgoing responses, the
+per-type status the debug endpoints read, and nonces.
+
+Both machines (``pilot.xds.sotw``, ``pilot.xds.delta``) do no I/O: ``on_request`` takes a parsed request and
+returns a ``Decision``; ``respond`` takes the ``Snapshot`` a proxy should hold and returns the ``Outgoing``
+bytes to send, or None. Transports (grpclib ADS, per-type gRPC services, REST) only read, call and write.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field
+
+from pilot.xds.resource import Resource
+from pilot.xds.snapshot import EMPTY_NAMES, EMPTY_VERSIONS, NameSet, Versions
+
+# Nonces come from one counter per process: unique on every stream, and one response body (with its
+# nonce) can be sent unchanged to every stream that needs exactly it.
+_nonces = itertools.count(1)
+
+
+def next_nonce() -> str:
+    return format(next(_nonces), "x")
+
+
+class RequestKind(enum.Enum):
+    INITIAL = "initial"  # first request of this type on the stream
+    ACK = "ack"
+    NACK = "nack"
+    STALE = "stale"  # nonce does not match the last one sent
+    SUBSCRIBE = "subscribe"  # Delta: a subscription change without a nonce
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: RequestKind
+    type_url: str
+    respond: bool
+    error: str = ""  # a NACK's error_detail message
+
+
+@dataclass(frozen=True, eq=False)
+class Outgoing:
+    type_url: str
+    body: bytes  # the serialised DiscoveryResponse / DeltaDiscoveryResponse
+    nonce: str
+    version: str
+    resources: tuple[Resource, ...]
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()  # names whose content differs from what the client held
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.resources]
+
+
+@dataclass
+class TypeState:
+    """One type on one stream: its subscription, what the client was last sent, and its acknowledgements."""
+
+    wildcard: bool = False
+    names: NameSet = EMPTY_NAMES  # explicitly subscribed names
+    requested: bool = False  # the client has sent at least one request of this type
+    holds: Versions = field(
+        default_factory=lambda: EMPTY_VERSIONS
+    )  # name -> version of what the client was sent (or, Delta, told us it has)
+    sent_nonce: str = ""
+    sent_version: str = ""
+    sent_time: float = 0.0
+    acked_nonce: str = ""
+    acked_version: str = ""
+    last_error: str = ""  # error_detail of the last NACK, cleared by the next ACK
+    nacks: int = 0
+    sent: int = 0  # responses sent
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def subscribed(self, name: str) -> bool:
+        return self.wildcard or name in self.names
+
+    def restrict_holds(self) -> None:
+        """Forget held resources the client no longer subscribes to, so re-subscribing resends them."""
+        if not self.wildcard:
+            self.holds = self.names.restrict(self.holds)

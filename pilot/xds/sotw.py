@@ -1,0 +1,152 @@
+"""State-of-the-world xDS on one stream (ADS, or one type per stream), with no I/O.
+
+Rules followed (shared/notes/xds-protocol-and-peers.md §1 and §6):
+
+* a NACK is recognised by ``error_detail``; it is recorded and never answered by resending the same
+  resources (the client keeps its last good version until the config changes);
+* a request whose ``response_nonce`` is not the last nonce sent for that type is stale and ignored,
+  including any subscription change it carries: the client repeats its full name list in the next request;
+* an empty nonce (first request for a type, or after reconnect) is always answered;
+* an ACK is answered only if it subscribes to names the client did not have;
+* LDS and CDS are wildcard when the client asks for ``*`` or has never named a resource; RDS and EDS are
+  always by name; names asked for before they exist stay subscribed and are sent once they appear;
+* LDS and CDS responses carry the complete set (absence deletes); RDS and EDS responses carry only what
+  changed or was newly subscribed (SotW has no deletion for them);
+* a push sends a type only if what the client should hold differs from what it was sent, except names
+  forced (EDS of clusters just updated by CDS: Envoy keeps an updated cluster warming until it gets its
+  endpoints again, even if unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from pilot.xds.names import WILDCARD_TYPES
+from pilot.xds.protocol import Decision, Outgoing, RequestKind, TypeState, next_nonce
+from pilot.xds.resource import sotw_response
+from pilot.xds.snapshot import EMPTY_VERSIONS, NameSet, Snapshot
+
+PROTOCOL = "sotw"
+
+
+class SotwStream:
+    protocol = PROTOCOL
+
+    def __init__(self) -> None:
+        self.types: dict[str, TypeState] = {}
+
+    # ----- inbound -----
+
+    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> Decision:
+        type_url = request.type_url
+        state = self.types.setdefault(type_url, TypeState())
+        nonce = request.response_nonce
+
+        if nonce and nonce != state.sent_nonce:
+            return Decision(RequestKind.STALE, type_url, respond=False)
+
+        if request.HasField("error_detail"):
+            message = request.error_detail.message or f"code {request.error_detail.code}"
+            state.last_error = message
+            state.acked_nonce = nonce  # the client answered this nonce, with a rejection
+            state.nacks += 1
+            return Decision(RequestKind.NACK, type_url, respond=False, error=message)
+
+        was_wildcard, previous = state.wildcard, state.names
+        self._update_subscription(type_url, state, request.resource_names)
+        state.requested = True
+        if not nonce:
+            state.holds = EMPTY_VERSIONS  # a new stream or a restarted type: the client holds nothing of ours
+            return Decision(RequestKind.INITIAL, type_url, respond=True)
+        state.acked_nonce = nonce
+        state.acked_version = request.version_info
+        state.last_error = ""
+        if state.wildcard:
+            return Decision(RequestKind.ACK, type_url, respond=not was_wildcard)  # widened to everything
+        added = was_wildcard or bool(state.names.names - previous.names)
+        return Decision(RequestKind.ACK, type_url, respond=added)
+
+    def _update_subscription(self, type_url: str, state: TypeState, names: Collection[str]) -> None:
+        if type_url in WILDCARD_TYPES and ("*" in names or (not names and not state.extra.get("ever_named"))):
+            state.wildcard = True
+            state.names = NameSet.of(n for n in names if n != "*")
+            if state.names.names:
+                state.extra["ever_named"] = True
+            return
+        if names:
+            state.extra["ever_named"] = True
+        if not state.wildcard and len(names) == len(state.names) and all(n in state.names for n in names):
+            return  # unchanged (the common ACK): keep the interned set without rebuilding it
+        state.wildcard = False
+        state.names = NameSet.of(names)
+        state.restrict_holds()
+
+    # ----- outbound -----
+
+    def watched(self, type_url: str) -> bool:
+        state = self.types.get(type_url)
+        return state is not None and state.requested and (state.wildcard or bool(state.names))
+
+    def subscription(self, type_url: str) -> NameSet | None:
+        """The names subscribed for a type, or None for a wildcard subscription."""
+        state = self.types.get(type_url)
+        if state is None or state.wildcard:
+            return None
+        return state.names
+
+    def respond(
+        self,
+        type_url: str,
+        snapshot: Snapshot,
+        version: str,
+        *,
+        force: bool = False,
+        force_names: Collection[str] = (),
+        now: float = 0.0,
+    ) -> Outgoing | None:
+        """What to send for one type given what the client should hold, or None when it has it already.
+
+        ``force`` sends everything (answering an initial wildcard request, even when empty);
+        ``force_names`` resends those names although unchanged.
+        """
+        state = self.types.setdefault(type_url, TypeState())
+        diff = snapshot.diff(state.holds)
+        full_set = type_url in WILDCARD_TYPES
+        extra = [snapshot.resources[n] for n in force_names if n in snapshot.resources] if force_names else []
+        if full_set or force:
+            if not (force or diff or extra):
+                state.holds = snapshot.versions
+                return None
+            memo = snapshot.full_encoded(PROTOCOL)
+            if memo is not None and memo[0] != state.sent_nonce and memo[1] == version:
+                nonce, body = memo[0], memo[2]
+            else:
+                nonce = next_nonce()
+                body = sotw_response(type_url, version, nonce, snapshot.blob())
+                snapshot.remember_full(PROTOCOL, (nonce, version, body))
+            sent = tuple(snapshot.resources.values())
+        else:
+            changed = diff.changed
+            if extra:
+                have = {r.name for r in changed}
+                changed = changed + tuple(r for r in extra if r.name not in have)
+            if not changed:
+                state.holds = snapshot.versions
+                return None
+            memo = diff.encoded.get(PROTOCOL) if not extra else None
+            if memo is not None and memo[0] != state.sent_nonce and memo[1] == version:
+                nonce, body = memo[0], memo[2]
+            else:
+                nonce = next_nonce()
+                body = sotw_response(type_url, version, nonce, b"".join(r.sotw_field for r in changed))
+                if not extra:
+                    diff.encoded[PROTOCOL] = (nonce, version, body)
+            sent = changed
+        state.holds = snapshot.versions
+        state.sent_nonce = nonce
+        state.sent_version = version
+        state.sent_time = now
+        state.sent += 1
+        return Outgoing(type_url, body, nonce, version, sent, changed=tuple(r.name for r in diff.changed))
