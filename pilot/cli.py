@@ -34,6 +34,17 @@ def _serve(args: argparse.Namespace) -> int:
         debounce_after=after,
         debounce_max=max_delay,
     )
+    if args.worker_index is not None:
+        from pilot.workers.worker import run_worker
+
+        return run_worker(options, args.worker_index, Path(args.worker_socket))
+    if args.workers < 1:
+        print(f"pilot serve: --workers {args.workers}: must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        from pilot.workers.supervisor import run_supervisor
+
+        return run_supervisor(options, args.workers, args.log_level)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -109,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--monitoring-addr", default="0.0.0.0:15014", help="/ready, /metrics and /debug address (default %(default)s)"
     )
     serve.add_argument("--domain-suffix", default="cluster.local", help="DNS domain suffix (default %(default)s)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the xDS port (SO_REUSEPORT); default 1: one process"
+    )
+    # Set by the --workers supervisor on the processes it starts (pilot/workers/), not by users.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-socket", help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for a proxy")

@@ -24,6 +24,7 @@ from pilot.registry.aggregate import AggregateRegistry
 from pilot.registry.kube import KubernetesRegistry
 from pilot.registry.serviceentry import ServiceEntryRegistry
 from pilot.sources.files import FileSource
+from pilot.xds import rest
 from pilot.xds.server import DiscoveryServer, RawCodec
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class PilotServer:
         # Monitoring first, so /ready can answer 503 while the config loads.
         mon_host, mon_port = split_addr(self.options.monitoring_addr, 15014)
         app = debug.build_app(self)
+        rest.add_routes(app, self.discovery)  # xDS over REST (Envoy's api_type: REST)
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         if self.options.monitoring_socket is not None:

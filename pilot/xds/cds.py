@@ -157,11 +157,15 @@ def effective_policy(rule: Config | None, port: int, subset: str = "") -> Effect
 # ----- cluster building -----
 
 
-def _ads_config_source() -> config_source_pb2.ConfigSource:
-    return config_source_pb2.ConfigSource(
-        ads=config_source_pb2.AggregatedConfigSource(),
-        resource_api_version=config_source_pb2.ApiVersion.V3,
-    )
+def config_source(proxy: Proxy) -> config_source_pb2.ConfigSource:
+    """Where a proxy fetches the EDS of a cluster or the RDS of a listener: over ADS as istiod says, or, for a
+    proxy not on ADS (per-type gRPC services, REST), from the same source as the referring resource."""
+    source = config_source_pb2.ConfigSource(resource_api_version=config_source_pb2.ApiVersion.V3)
+    if proxy.ads:
+        source.ads.SetInParent()
+    else:
+        source.self.transport_api_version = config_source_pb2.ApiVersion.V3
+    return source
 
 
 def _socket_address(address: str, port: int) -> address_pb2.Address:
@@ -420,7 +424,7 @@ def build_cluster(
     cluster.type = _cluster_type(service, proxy)
     cluster.connect_timeout.FromTimedelta(DEFAULT_CONNECT_TIMEOUT)
     if cluster.type == Cluster.EDS:
-        cluster.eds_cluster_config.eds_config.CopyFrom(_ads_config_source())
+        cluster.eds_cluster_config.eds_config.CopyFrom(config_source(proxy))
         cluster.eds_cluster_config.service_name = name
     elif cluster.type == Cluster.STRICT_DNS:
         if endpoints is None:
@@ -466,7 +470,8 @@ def _static_unit(name: str, make: Callable[[], Cluster]) -> Unit:
 def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Unit]:
     """One unit per cluster a proxy gets: outbound service clusters (and subsets), then BlackHole and
     Passthrough. A cluster depends on its service and on the DestinationRule chosen for it; its key adds
-    what else shapes it (router or sidecar: a passthrough service is an EDS cluster on gateways)."""
+    what else shapes it (router or sidecar: a passthrough service is an EDS cluster on gateways; ADS or not:
+    the EDS config source)."""
     units: list[Unit] = []
     seen: set[str] = set()
     for service in scope.services:
@@ -480,7 +485,7 @@ def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Un
                 if name in seen:
                     continue  # duplicate subset names: the first one wins
                 seen.add(name)
-                key = ("cds", name, proxy.is_router, rule_key)
+                key = ("cds", name, proxy.is_router, proxy.ads, rule_key)
                 units.append(Unit(key, deps, partial(_build_one, proxy, push, service, port, subset, rule)))
     units.append(_static_unit(names.BLACKHOLE_CLUSTER, blackhole_cluster))
     units.append(_static_unit(names.PASSTHROUGH_CLUSTER, passthrough_cluster))

@@ -44,6 +44,7 @@ from pilot.model.service import Protocol, Service
 from pilot.push.context import EgressListener, PushContext
 from pilot.push.scope import ProxyScope
 from pilot.xds import names
+from pilot.xds.cds import config_source
 from pilot.xds.units import Unit
 
 log = logging.getLogger(__name__)
@@ -66,15 +67,24 @@ PASSTHROUGH_TLS_MODES = frozenset({"PASSTHROUGH"})
 # ----- filters -----
 
 
-def http_connection_manager(stat_prefix: str, route_name: str, *, use_remote_address: bool = False) -> Filter:
+def http_connection_manager(
+    stat_prefix: str,
+    route_name: str,
+    *,
+    use_remote_address: bool = False,
+    source: config_source_pb2.ConfigSource | None = None,
+) -> Filter:
     """The HCM every HTTP listener uses: RDS over ADS, codec AUTO, filters fault → cors → router.
 
     Routes refer to the fault and cors filters by name in ``typed_per_filter_config``, so both stay in the
     chain with empty configs.
     """
     manager = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
-    manager.rds.config_source.ads.SetInParent()
-    manager.rds.config_source.resource_api_version = config_source_pb2.ApiVersion.V3
+    if source is None:
+        manager.rds.config_source.ads.SetInParent()
+        manager.rds.config_source.resource_api_version = config_source_pb2.ApiVersion.V3
+    else:
+        manager.rds.config_source.CopyFrom(source)
     manager.rds.route_config_name = route_name
     for name, config in (
         (names.FAULT_FILTER, fault_pb2.HTTPFault()),
@@ -206,7 +216,11 @@ def _sidecar_listeners(proxy: Proxy, push: PushContext) -> list[Listener]:
         listener.traffic_direction = base_pb2.OUTBOUND
         chain = listener.filter_chains.add()
         if plan.http:
-            chain.filters.append(http_connection_manager(f"outbound_{name}", names.sidecar_route_name(plan.port)))
+            chain.filters.append(
+                http_connection_manager(
+                    f"outbound_{name}", names.sidecar_route_name(plan.port), source=config_source(proxy)
+                )
+            )
         else:
             clusters = sorted(plan.clusters)
             if len(clusters) != 1:
@@ -356,7 +370,10 @@ def _gateway_listeners(proxy: Proxy, push: PushContext) -> list[Listener]:
             chain = listener.filter_chains.add()
             chain.filters.append(
                 http_connection_manager(
-                    f"outbound_{name}", names.gateway_http_route_name(port, bind), use_remote_address=True
+                    f"outbound_{name}",
+                    names.gateway_http_route_name(port, bind),
+                    use_remote_address=True,
+                    source=config_source(proxy),
                 )
             )
         elif group.kind == "tls":

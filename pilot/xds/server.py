@@ -15,6 +15,7 @@ and each connection's own loop generates and sends.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -263,6 +264,8 @@ class Connection:
             self.proxy = parse_proxy(request.node.id, metadata, request.node.cluster)
         except ProxyIdError as exc:
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
+        if self.only_type:
+            self.proxy = dataclasses.replace(self.proxy, ads=False)
         self.metadata = metadata
         self.id = f"{self.proxy.short_id}-{self.number}"
         self.server.register(self)
@@ -486,24 +489,38 @@ class DiscoveryServer:
 
     def fetch(self, type_url: str, request: discovery_pb2.DiscoveryRequest) -> bytes:
         """A unary Fetch*: the full current answer for the request's subscription (no stream state)."""
+        found = self.answer(type_url, request)
+        return found[1]
+
+    def answer(self, type_url: str, request: discovery_pb2.DiscoveryRequest) -> tuple[str, bytes]:
+        """Stateless discovery (unary Fetch*, REST): (version, serialised DiscoveryResponse) for a request.
+
+        The version is a digest of the resources, so a client polling with the version it holds can be told
+        "unchanged" (REST's 304) across pushes that did not change its resources.
+        """
         push = self.current
         if not request.HasField("node") or not request.node.id or push is None:
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, "request must carry node.id")
         request.type_url = request.type_url or type_url
+        if request.type_url != type_url:
+            raise grpclib.exceptions.GRPCError(
+                grpclib.const.Status.INVALID_ARGUMENT, f"expected type {type_url}, got {request.type_url}"
+            )
         metadata = json_format.MessageToDict(request.node.metadata) if request.node.HasField("metadata") else {}
         try:
-            proxy = parse_proxy(request.node.id, metadata, request.node.cluster)
+            proxy = dataclasses.replace(parse_proxy(request.node.id, metadata, request.node.cluster), ads=False)
         except ProxyIdError as exc:
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
         state = SotwStream()
-        state.on_request(request)
+        state.on_request(discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=request.resource_names))
         names = state.subscription(type_url)
         if names is None and type_url not in WILDCARD_TYPES:
             names = state.types[type_url].names
         snapshot = self.generator.snapshot(type_url, proxy, push, push.view_of(proxy), names)
-        outgoing = state.respond(type_url, snapshot, push.version, force=True)
+        version = snapshot.digest()
+        outgoing = state.respond(type_url, snapshot, version, force=True)
         assert outgoing is not None
-        return outgoing.body
+        return version, outgoing.body
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         stream = grpclib.const.Cardinality.STREAM_STREAM
