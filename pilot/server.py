@@ -115,6 +115,7 @@ class PilotServer:
         self._spawn(self.source.run(), "config-source")
         self._spawn(self.debouncer.run(), "debounce")
         self._spawn(self.discovery.send_loop(), "push-sender")
+        self._spawn(self.discovery.watchdog(), "send-watchdog")
         self.ready.set()
         log.info(
             "pilot ready: xDS gRPC on %s:%d, monitoring on %s:%d, config from %s",

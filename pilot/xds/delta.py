@@ -51,6 +51,9 @@ class DeltaStream:
             respond = True
         changed = self._apply_subscription(state, subscribe, unsubscribe, first)
         respond = respond or changed
+        if first:
+            # Versions listed for names outside a named subscription are not ours to update or remove.
+            state.restrict_holds()
 
         nonce = request.response_nonce
         if not nonce:
@@ -71,8 +74,9 @@ class DeltaStream:
     @staticmethod
     def _apply_subscription(state: TypeState, subscribe: list[str], unsubscribe: list[str], first: bool) -> bool:
         """Apply (un)subscriptions; returns whether a response is owed."""
+        if not subscribe and not unsubscribe:
+            return False  # the common ACK
         owed = False
-        names = set(state.names.names)
         if "*" in subscribe and not state.wildcard:
             state.wildcard = True
             owed = True
@@ -81,23 +85,25 @@ class DeltaStream:
         added = [n for n in subscribe if n != "*"]
         removed = [n for n in unsubscribe if n != "*"]
         if added:
-            names.update(added)
             owed = True
-            if not first:
+            if not first and any(name in state.holds for name in added):
                 # The client may have dropped what it asks for again: send it even if it seems current.
                 holds = dict(state.holds)
                 for name in added:
                     holds.pop(name, None)
                 state.holds = holds
         if removed:
-            names.difference_update(removed)
-            holds = dict(state.holds)
-            for name in removed:
-                holds.pop(name, None)
-            state.holds = holds
+            if any(name in state.holds for name in removed):
+                holds = dict(state.holds)
+                for name in removed:
+                    holds.pop(name, None)
+                state.holds = holds
             if state.wildcard:
                 owed = True  # unsubscribing a name the wildcard still covers needs a reply with it
         if added or removed:
+            names = set(state.names.names)
+            names.update(added)
+            names.difference_update(removed)
             state.names = NameSet.of(names)
         if "*" in unsubscribe and not state.wildcard:
             state.holds = state.names.restrict(state.holds)

@@ -43,6 +43,9 @@ async def discovery(request: web.Request) -> web.Response:
     except (json_format.ParseError, DecodeError, UnicodeDecodeError) as exc:
         raise web.HTTPBadRequest(text=f"invalid DiscoveryRequest: {exc}\n") from None
     server = request.app[DISCOVERY_KEY]
+    if server.current is None:
+        # The monitoring port (and so REST) is up before the first config is loaded; Envoy polls again.
+        raise web.HTTPServiceUnavailable(text="no configuration loaded yet\n")
     try:
         version, encoded = server.answer(type_url, parsed)
     except grpclib.exceptions.GRPCError as exc:

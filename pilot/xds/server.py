@@ -39,6 +39,7 @@ from pilot.push.context import PushContext, View
 from pilot.push.queue import PushQueue
 from pilot.push.request import PushRequest
 from pilot.push.scope import ProxyScope, scope_for
+from pilot.xds import h2tuning
 from pilot.xds.cache import XdsCache, max_entries_from_env
 from pilot.xds.delta import DeltaStream
 from pilot.xds.generate import Generator
@@ -57,6 +58,7 @@ from pilot.xds.protocol import Decision, Outgoing, RequestKind
 from pilot.xds.sotw import SotwStream
 
 log = logging.getLogger(__name__)
+h2tuning.install()
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 ADS_METHOD = f"/{ADS_SERVICE}/StreamAggregatedResources"
@@ -141,7 +143,10 @@ class Connection:
         self.view: View = ()
         self.scope: ProxyScope | None = None
         self.previous_scope: ProxyScope | None = None
-        self._requests: asyncio.Queue[Any] = asyncio.Queue(self.REQUEST_BUFFER)
+        self._answers: asyncio.Queue[Decision | None] = asyncio.Queue(self.REQUEST_BUFFER)
+        self._task: asyncio.Task[Any] | None = None
+        self.send_started = 0.0  # monotonic time the current send began, 0 when not sending
+        self._send_timed_out = False
         self._push: PushRequest | None = None
         self._ticket: PushTicket | None = None
         self._sending = False
@@ -188,25 +193,32 @@ class Connection:
     # ----- the connection's own loop -----
 
     async def _read(self) -> None:
+        """Apply every request to the protocol state as it arrives; queue only those that need an answer.
+
+        Most requests are ACKs that need nothing more, so they never wake the connection's loop.
+        """
         try:
             async for request in self.stream:
-                await self._requests.put(request)
-                self._wakeup.set()
+                decision = self._on_request(request)
+                if decision.respond:
+                    await self._answers.put(decision)
+                    self._wakeup.set()
         finally:
-            await self._requests.put(None)
+            await self._answers.put(None)
             self._wakeup.set()
 
     async def serve(self) -> None:
+        self._task = asyncio.current_task()
         reader = asyncio.create_task(self._read(), name=f"xds-read-{self.number}")
         try:
             while True:
-                if not self._requests.empty():
-                    request = self._requests.get_nowait()
-                    if request is None:
+                if not self._answers.empty():
+                    decision = self._answers.get_nowait()
+                    if decision is None:
                         if reader.done() and not reader.cancelled() and reader.exception() is not None:
                             raise reader.exception()  # type: ignore[misc]
                         return
-                    await self._handle_request(request)
+                    await self._answer(decision)
                     continue
                 if self._push is not None and self._ticket is not None:
                     push_request, ticket = self._push, self._ticket
@@ -225,7 +237,7 @@ class Connection:
                 self._ticket = None
                 self._push = None
 
-    async def _handle_request(self, request: Any) -> None:
+    def _on_request(self, request: Any) -> Decision:
         if self.only_type and not request.type_url:
             request.type_url = self.only_type
         if self.proxy is None:
@@ -237,8 +249,10 @@ class Connection:
             )
         decision = self.protocol.on_request(request)
         self.server.on_request_decision(self, decision)
-        if not decision.respond:
-            return
+        return decision
+
+    async def _answer(self, decision: Decision) -> None:
+        """Send what a request asked for (a new subscription, a first request of a type)."""
         push = self.server.current
         if push is None:
             return
@@ -318,17 +332,22 @@ class Connection:
 
     async def _send(self, outgoing: Outgoing) -> None:
         short = SHORT_TYPE.get(outgoing.type_url, outgoing.type_url)
-        started = time.monotonic()
         self._sending = True
+        self.send_started = started = time.monotonic()
         try:
-            async with asyncio.timeout(self.server.send_timeout):
-                await self.stream.send_message(outgoing.body)
-        except TimeoutError:
+            await self.stream.send_message(outgoing.body)
+        except asyncio.CancelledError:
+            if not self._send_timed_out:
+                raise
+            # The server's watchdog cancelled a send the proxy did not read: end the stream with a status.
+            if self._task is not None:
+                self._task.uncancel()
             self.server.counters["pilot_xds_write_timeout"] += 1
             log.warning("ADS: %s send of %s timed out; closing the stream", self.id, short)
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.DEADLINE_EXCEEDED, "send timed out") from None
         finally:
             self._sending = False
+            self.send_started = 0.0
         self.server.counters[f"pilot_xds_pushes{{type={short}}}"] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -341,6 +360,12 @@ class Connection:
                 len(outgoing.body),
                 (time.monotonic() - started) * 1e3,
             )
+
+    def abort_send(self) -> None:
+        """Called by the watchdog when a send has waited longer than the send timeout."""
+        if self.send_started and self._task is not None and not self._send_timed_out:
+            self._send_timed_out = True
+            self._task.cancel("xDS send timed out")
 
 
 class DiscoveryServer:
@@ -363,6 +388,7 @@ class DiscoveryServer:
         self.counters: Counter[str] = Counter()
         self._numbers = itertools.count(1)
         self._conn_numbers = itertools.count(1)
+        self.last_push_reach = (0, 0)  # (connections the last push was queued for, connections then)
 
     # ----- push side -----
 
@@ -416,6 +442,7 @@ class DiscoveryServer:
             if conn.needs_push(request, push):
                 self.queue.enqueue(conn, request)
                 enqueued += 1
+        self.last_push_reach = (enqueued, len(self.connections))
         log.debug(
             "push %s (%s): %d of %d connections", push.version, request.describe(), enqueued, len(self.connections)
         )
@@ -434,6 +461,19 @@ class DiscoveryServer:
                 slots.release()
                 continue
             conn.deliver(request, PushTicket(slots.release, lambda conn=conn: self.queue.mark_done(conn)))
+
+    async def watchdog(self) -> None:
+        """Close streams whose send has waited longer than ``send_timeout`` (a proxy that stopped reading).
+
+        One periodic scan instead of a timer around every send: sends are many and almost always immediate.
+        """
+        interval = max(0.05, min(1.0, self.send_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.connections.values()):
+                if conn.send_started and now - conn.send_started > self.send_timeout:
+                    conn.abort_send()
 
     def record_convergence(self, request: PushRequest) -> None:
         self.counters["pilot_proxy_convergence"] += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import grpclib.client
 import grpclib.const
+import grpclib.exceptions
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -107,3 +109,35 @@ async def test_stuck_proxy_does_not_delay_others(pilot: PilotServer) -> None:
         assert stuck_conn._sending
         await stuck.cancel()
         await healthy.cancel()
+
+
+async def test_stuck_proxy_is_disconnected_after_the_send_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PILOT_XDS_SEND_TIMEOUT", "0.5")
+    write(tmp_path / "small.yaml", service_entries(1, "small"))
+    server = PilotServer(
+        ServerOptions(config_dir=tmp_path, grpc_addr="127.0.0.1:0", monitoring_addr="127.0.0.1:0", debounce_after=0.01)
+    )
+    await server.start()
+    stack = AsyncExitStack()
+    try:
+        stuck = await open_stream(stack, server.grpc_port, "stuck", window=65535)
+        healthy = await open_stream(stack, server.grpc_port, "healthy")
+        write(tmp_path / "big.yaml", service_entries(600, "big"))
+        update = await asyncio.wait_for(healthy.recv_message(), 10)
+        assert update is not None and update.type_url == CLUSTER_TYPE
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while any(c.proxy.pod_name == "stuck" for c in server.discovery.connections.values()):
+            assert loop.time() < deadline, "the stuck proxy was never disconnected"
+            await asyncio.sleep(0.05)
+        assert server.discovery.counters["pilot_xds_write_timeout"] == 1
+        assert [c.proxy.pod_name for c in server.discovery.connections.values()] == ["healthy"]
+        with pytest.raises(grpclib.exceptions.StreamTerminatedError):
+            await stuck.cancel()  # the server ended this stream already
+        await healthy.cancel()
+    finally:
+        with contextlib.suppress(grpclib.exceptions.GRPCError, grpclib.exceptions.ProtocolError):
+            await stack.aclose()  # the stuck stream's client reports the server's DEADLINE_EXCEEDED here
+        await server.stop()
