@@ -69,10 +69,22 @@ def _bootstrap(args: argparse.Namespace) -> int:
             print(f"pilot bootstrap: --label {item!r}: expected key=value", file=sys.stderr)
             return 2
         labels[key] = value
-    host, port = split_addr(args.xds_addr, 15010)
+    if args.xds_addr is None and args.xds_api != "rest":
+        print(f"pilot bootstrap: --xds-addr is required with --xds-api {args.xds_api}", file=sys.stderr)
+        return 2
+    host, port = split_addr(args.xds_addr or "127.0.0.1:15010", 15010)
+    rest_host, rest_port = split_addr(args.rest_addr, 15014)
     try:
         config = build_bootstrap(
-            args.node_id, host, port, labels=labels, namespace=args.namespace, admin_port=args.admin_port
+            args.node_id,
+            host,
+            port,
+            labels=labels,
+            namespace=args.namespace,
+            admin_port=args.admin_port,
+            xds_api=args.xds_api,
+            rest_host=rest_host,
+            rest_port=rest_port,
         )
     except ProxyIdError as exc:
         print(f"pilot bootstrap: {exc}", file=sys.stderr)
@@ -128,9 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--worker-socket", help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
 
+    from pilot.bootstrap import XDS_APIS
+
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for a proxy")
     boot.add_argument("--node-id", required=True, help="TYPE~IP~POD.NS~NS.svc.cluster.local")
-    boot.add_argument("--xds-addr", required=True, help="pilot's xDS address HOST:PORT")
+    boot.add_argument("--xds-addr", help="pilot's xDS gRPC address HOST:PORT (required unless --xds-api rest)")
+    boot.add_argument(
+        "--xds-api",
+        choices=XDS_APIS,
+        default="ads",
+        help="ads: aggregated SotW gRPC (default); delta: aggregated Delta gRPC; grpc / delta-grpc: per-type "
+        "SotW / Delta gRPC services without ADS; rest: JSON polling of pilot's HTTP port",
+    )
+    boot.add_argument(
+        "--rest-addr",
+        default="127.0.0.1:15014",
+        help="pilot's HTTP (monitoring) address for --xds-api rest (default %(default)s)",
+    )
     boot.add_argument("--label", action="append", default=[], help="workload label k=v (repeatable)")
     boot.add_argument("--namespace", help="proxy namespace (default: from the node id)")
     boot.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port (default %(default)s)")
@@ -139,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="validate YAML files offline; exits 1 on errors")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=_validate)
+
     return parser
 
 

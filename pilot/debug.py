@@ -181,6 +181,14 @@ async def metrics(request: web.Request) -> web.Response:
     if push is not None:
         counters["pilot_services"] = len(push.services)
         counters["pilot_virt_services"] = len(push.virtual_services)
+    cache = server.discovery.cache
+    # istiod's XdsCache series (it exports them with PILOT_XDS_CACHE_STATS=true), always present here.
+    counters["xds_cache_reads{type=hit}"] = sum(cache.hits.values())
+    counters["xds_cache_reads{type=miss}"] = sum(cache.misses.values())
+    counters["xds_cache_evictions{type=clear}"] = cache.evictions["clear"]
+    counters["xds_cache_evictions{type=size}"] = cache.evictions["size"]
+    counters["xds_cache_size"] = len(cache)
+    counters["xds_cache_dependent_config_size"] = cache.dependent_config_size
     for name, value in sorted(counters.items()):
         if "{" in name:
             base, _, label = name.partition("{")

@@ -33,9 +33,9 @@ class Proxy:
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     cluster: str = ""  # node.cluster (Istio sets "<app>.<ns>")
-    # Whether the proxy fetches config over ADS (one aggregated stream). Proxies on the per-type services or
-    # REST get EDS and RDS config sources that point back to wherever they got the referring resource.
-    ads: bool = True
+    # How the proxy fetches config: "ads" (one aggregated stream, SotW or Delta), or without ADS "grpc",
+    # "delta-grpc" (per-type services) or "rest". Its EDS and RDS config sources must use the same transport.
+    xds_api: str = "ads"
 
     @property
     def short_id(self) -> str:

@@ -377,7 +377,7 @@ class PushContext:
             selected = sidecar.key if sidecar is not None else None
         labels = tuple(sorted(proxy.labels.items())) if self.uses_source_labels else ()
         interception = str(proxy.metadata.get("INTERCEPTION_MODE", ""))
-        return (proxy.type, proxy.namespace, proxy.dns_domain, interception, selected, labels, proxy.ads)
+        return (proxy.type, proxy.namespace, proxy.dns_domain, interception, selected, labels, proxy.xds_api)
 
     # ----- status -----
 

@@ -159,12 +159,23 @@ def effective_policy(rule: Config | None, port: int, subset: str = "") -> Effect
 
 def config_source(proxy: Proxy) -> config_source_pb2.ConfigSource:
     """Where a proxy fetches the EDS of a cluster or the RDS of a listener: over ADS as istiod says, or, for a
-    proxy not on ADS (per-type gRPC services, REST), from the same source as the referring resource."""
+    proxy not on ADS, over its own transport to pilot (per-type gRPC, Delta gRPC or REST)."""
     source = config_source_pb2.ConfigSource(resource_api_version=config_source_pb2.ApiVersion.V3)
-    if proxy.ads:
+    if proxy.xds_api == "ads":
         source.ads.SetInParent()
+        return source
+    api = source.api_config_source
+    api.transport_api_version = config_source_pb2.ApiVersion.V3
+    if proxy.xds_api == "rest":
+        api.api_type = config_source_pb2.ApiConfigSource.REST
+        api.cluster_names.append(names.XDS_REST_CLUSTER)
+        api.refresh_delay.seconds = names.REST_REFRESH_DELAY_S
+        api.request_timeout.seconds = names.REST_REFRESH_DELAY_S
     else:
-        source.self.transport_api_version = config_source_pb2.ApiVersion.V3
+        delta = proxy.xds_api == "delta-grpc"
+        api.api_type = config_source_pb2.ApiConfigSource.DELTA_GRPC if delta else config_source_pb2.ApiConfigSource.GRPC
+        api.set_node_on_first_message_only = True
+        api.grpc_services.add().envoy_grpc.cluster_name = names.XDS_GRPC_CLUSTER
     return source
 
 
@@ -485,7 +496,7 @@ def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Un
                 if name in seen:
                     continue  # duplicate subset names: the first one wins
                 seen.add(name)
-                key = ("cds", name, proxy.is_router, proxy.ads, rule_key)
+                key = ("cds", name, proxy.is_router, proxy.xds_api, rule_key)
                 units.append(Unit(key, deps, partial(_build_one, proxy, push, service, port, subset, rule)))
     units.append(_static_unit(names.BLACKHOLE_CLUSTER, blackhole_cluster))
     units.append(_static_unit(names.PASSTHROUGH_CLUSTER, passthrough_cluster))

@@ -39,6 +39,12 @@ def affected_types(kinds: frozenset[str] | None) -> tuple[str, ...]:
 
 SHORT_TYPE = {CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", LISTENER_TYPE: "lds", ROUTE_TYPE: "rds"}
 
+# The bootstrap's clusters for pilot itself (pilot bootstrap writes them). Proxies not on ADS name them again in
+# the EDS and RDS config sources pilot generates for them: Envoy does not implement the "self" config source.
+XDS_GRPC_CLUSTER = "xds-grpc"
+XDS_REST_CLUSTER = "xds-rest"
+REST_REFRESH_DELAY_S = 1
+
 BLACKHOLE_CLUSTER = "BlackHoleCluster"
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
 INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughCluster"

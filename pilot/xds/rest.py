@@ -47,7 +47,7 @@ async def discovery(request: web.Request) -> web.Response:
         # The monitoring port (and so REST) is up before the first config is loaded; Envoy polls again.
         raise web.HTTPServiceUnavailable(text="no configuration loaded yet\n")
     try:
-        version, encoded = server.answer(type_url, parsed)
+        version, encoded = server.answer(type_url, parsed, xds_api="rest")
     except grpclib.exceptions.GRPCError as exc:
         raise web.HTTPBadRequest(text=f"{exc.message}\n") from None
     if parsed.version_info and parsed.version_info == version:

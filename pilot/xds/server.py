@@ -279,7 +279,8 @@ class Connection:
         except ProxyIdError as exc:
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
         if self.only_type:
-            self.proxy = dataclasses.replace(self.proxy, ads=False)
+            api = "delta-grpc" if isinstance(self.protocol, DeltaStream) else "grpc"
+            self.proxy = dataclasses.replace(self.proxy, xds_api=api)
         self.metadata = metadata
         self.id = f"{self.proxy.short_id}-{self.number}"
         self.server.register(self)
@@ -529,10 +530,10 @@ class DiscoveryServer:
 
     def fetch(self, type_url: str, request: discovery_pb2.DiscoveryRequest) -> bytes:
         """A unary Fetch*: the full current answer for the request's subscription (no stream state)."""
-        found = self.answer(type_url, request)
+        found = self.answer(type_url, request, xds_api="grpc")
         return found[1]
 
-    def answer(self, type_url: str, request: discovery_pb2.DiscoveryRequest) -> tuple[str, bytes]:
+    def answer(self, type_url: str, request: discovery_pb2.DiscoveryRequest, xds_api: str) -> tuple[str, bytes]:
         """Stateless discovery (unary Fetch*, REST): (version, serialised DiscoveryResponse) for a request.
 
         The version is a digest of the resources, so a client polling with the version it holds can be told
@@ -548,7 +549,7 @@ class DiscoveryServer:
             )
         metadata = json_format.MessageToDict(request.node.metadata) if request.node.HasField("metadata") else {}
         try:
-            proxy = dataclasses.replace(parse_proxy(request.node.id, metadata, request.node.cluster), ads=False)
+            proxy = dataclasses.replace(parse_proxy(request.node.id, metadata, request.node.cluster), xds_api=xds_api)
         except ProxyIdError as exc:
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
         state = SotwStream()

@@ -84,12 +84,14 @@ class SotwStream:
             signature = _names_signature(request)
             if signature == state.extra.get("names_signature"):
                 return
-            if state.names.names.issuperset(names):
-                state.extra["names_signature"] = signature
-                return
+        else:
+            signature = _names_signature(request)
+        state.extra["names_signature"] = signature
+        new_names = NameSet.of(names)
+        if not state.wildcard and new_names is state.names:
+            return  # same set in another order or encoding
         state.wildcard = False
-        state.names = NameSet.of(names)
-        state.extra["names_signature"] = _names_signature(request)
+        state.names = new_names
         state.restrict_holds()
 
     # ----- outbound -----

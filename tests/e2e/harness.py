@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -333,11 +334,13 @@ class PilotProcess:
     def monitoring_url(self) -> str:
         return f"http://127.0.0.1:{self.monitoring_port}"
 
-    def start(self, ready_timeout: float = 20.0) -> None:
-        self.grpc_port = free_port()
-        self.monitoring_port = free_port()
-        while self.monitoring_port == self.grpc_port:
+    def start(self, ready_timeout: float = 20.0, *, keep_ports: bool = False) -> None:
+        """Start pilot on fresh ports, or (``keep_ports``, for a restart) on the ports it had before."""
+        if not (keep_ports and self.grpc_port and self.monitoring_port):
+            self.grpc_port = free_port()
             self.monitoring_port = free_port()
+            while self.monitoring_port == self.grpc_port:
+                self.monitoring_port = free_port()
         env = _python_env()
         env.update(self.extra_env)
         cmd = [
@@ -354,7 +357,7 @@ class PilotProcess:
             "--domain-suffix",
             self.domain_suffix,
         ]
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:  # appended: a restart keeps the earlier output
             self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until_sync(self._ready, ready_timeout, interval=0.05, message="pilot /ready == 200")
@@ -450,7 +453,8 @@ def find_envoy() -> str | None:
 
 
 class EnvoyProcess:
-    """A real Envoy whose whole config comes from pilot over ADS."""
+    """A real Envoy whose whole config comes from pilot: over ADS by default, or over the xDS API ``xds_api``
+    names (``pilot bootstrap --xds-api``: ads, delta, grpc, delta-grpc, rest; REST polls ``rest_port``)."""
 
     def __init__(
         self,
@@ -461,6 +465,8 @@ class EnvoyProcess:
         xds_port: int,
         labels: Mapping[str, str] | None = None,
         name: str = "envoy",
+        xds_api: str = "ads",
+        rest_port: int = 0,
     ) -> None:
         self.binary = binary
         self.workdir = workdir
@@ -468,6 +474,8 @@ class EnvoyProcess:
         self.xds_port = xds_port
         self.labels = dict(labels or {})
         self.name = name
+        self.xds_api = xds_api
+        self.rest_port = rest_port
         self.admin_port = 0
         self.bootstrap_path = workdir / f"{name}-bootstrap.yaml"
         self.log_path = workdir / f"{name}.log"
@@ -491,6 +499,10 @@ class EnvoyProcess:
             "--admin-port",
             str(self.admin_port),
         ]
+        if self.xds_api != "ads":
+            cmd += ["--xds-api", self.xds_api]
+        if self.xds_api == "rest":
+            cmd += ["--rest-addr", f"127.0.0.1:{self.rest_port}"]
         for key, value in self.labels.items():
             cmd += ["--label", f"{key}={value}"]
         result = subprocess.run(cmd, cwd=REPO_ROOT, env=_python_env(), capture_output=True, timeout=30, check=False)
@@ -569,6 +581,15 @@ class EnvoyProcess:
 
     def config_dump(self) -> Any:
         return self.admin_json("/config_dump?include_eds")
+
+    def stats(self, pattern: str = "") -> dict[str, int]:
+        """Counters and gauges (not histograms) whose name matches the regex ``pattern``: name → value."""
+        path = "/stats?format=json" + (f"&filter={urllib.parse.quote(pattern)}" if pattern else "")
+        out = {}
+        for stat in self.admin_json(path).get("stats", []):
+            if "name" in stat and isinstance(stat.get("value"), int):
+                out[stat["name"]] = stat["value"]
+        return out
 
     def clusters_text(self) -> str:
         status, body = self.admin_get("/clusters")
