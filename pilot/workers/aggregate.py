@@ -48,6 +48,7 @@ class Fleet(Protocol):
 
 
 FLEET_KEY: web.AppKey[Fleet] = web.AppKey("fleet", object)  # type: ignore[arg-type]
+_REST_TURN: web.AppKey[int] = web.AppKey("rest-turn", int)
 
 
 def build_app(fleet: Fleet) -> web.Application:
@@ -57,7 +58,29 @@ def build_app(fleet: Fleet) -> web.Application:
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get(f"/debug/{WORKERZ}", workerz)
     app.router.add_get("/debug/{name:.+}", debug)
+    app.router.add_post("/v3/discovery:{type}", rest_discovery)
     return app
+
+
+MAX_REST_BODY = 4 * 1024 * 1024
+
+
+async def rest_discovery(request: web.Request) -> web.Response:
+    """xDS over REST: any serving worker can answer (REST has no stream), so polls are spread round robin."""
+    workers = serving(request.app[FLEET_KEY])
+    if not workers:
+        return web.Response(text="no worker is serving\n", status=503)
+    body = await request.content.read(MAX_REST_BODY + 1)
+    if len(body) > MAX_REST_BODY:
+        return web.Response(text="request too large\n", status=413)
+    turn = request.app.get(_REST_TURN, 0)
+    request.app[_REST_TURN] = turn + 1
+    worker = workers[turn % len(workers)]
+    try:
+        reply = await worker.request("POST", request.path, request.query_string, body=body, timeout=DEBUG_TIMEOUT)
+    except WorkerUnavailable:
+        return web.Response(text="worker unavailable\n", status=503)
+    return _relay(reply, [worker.index])
 
 
 def serving(fleet: Fleet) -> list[WorkerHandle]:

@@ -61,13 +61,20 @@ class WorkerHandle:
 
     async def get(self, path: str, query_string: str = "", timeout: float = 10.0) -> Reply:
         """GET ``path?query_string`` from the worker's private monitoring server."""
+        return await self.request("GET", path, query_string, timeout=timeout)
+
+    async def request(
+        self, method: str, path: str, query_string: str = "", *, body: bytes = b"", timeout: float = 10.0
+    ) -> Reply:
         if self._session is None:
             # force_close: a restarted worker listens on a fresh socket, so pooled connections would be stale.
             connector = aiohttp.UnixConnector(path=str(self.socket_path), force_close=True)
             self._session = aiohttp.ClientSession(connector=connector)
         url = URL.build(scheme="http", host="worker", path=path, query_string=query_string, encoded=True)
         try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            async with self._session.request(
+                method, url, data=body or None, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
                 body = await response.read()
                 return Reply(response.status, response.content_type, response.charset, body)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -116,6 +116,21 @@ async def test_proxies_spread_over_workers_survive_a_killed_worker_and_sigterm(
         status, _, headers = await client.get("/debug/config_cache?clear=true")
         assert status == 200 and headers["X-Pilot-Workers"] == "0,1"
 
+        # REST xDS polls reach a worker through the supervisor's port (round robin), 304 when unchanged.
+        poll = {"node": {"id": "sidecar~10.0.0.99~rest.default~default.svc.cluster.local"}}
+        answered = set()
+        for _ in range(2):
+            async with client.session.post(f"{client.base_url}/v3/discovery:clusters", json=poll) as response:
+                assert response.status == 200
+                body = await response.json()
+                answered.add(response.headers["X-Pilot-Workers"])
+            assert any(PRODUCTPAGE in json.dumps(r) for r in body["resources"])
+        assert answered == {"0", "1"}
+        async with client.session.post(
+            f"{client.base_url}/v3/discovery:clusters", json={**poll, "versionInfo": body["versionInfo"]}
+        ) as response:
+            assert response.status == 304, "the same clusters on either worker have the same version"
+
         # SIGKILL worker 0: its proxies reconnect (to the survivor) and get full config again.
         victims = [proxy for proxy in proxies if holder[proxy.short_id] == 0]
         survivors = [proxy for proxy in proxies if holder[proxy.short_id] == 1]
