@@ -1,4 +1,4 @@
-"""Command line: ``pilot serve``, ``pilot bootstrap``, ``pilot validate``."""
+"""Command line: ``pilot serve``, ``pilot bootstrap``, ``pilot validate``, ``pilot loadtest``."""
 
 from __future__ import annotations
 
@@ -120,6 +120,12 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loadtest(args: argparse.Namespace) -> int:
+    from pilot.loadtest.cli import main as loadtest_main
+
+    return loadtest_main(args.loadtest_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pilot", description="Istio-compatible xDS control plane")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -166,6 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=_validate)
 
+    # Everything after `loadtest` goes to pilot.loadtest.cli, which has its own subcommands and --help ("+" as
+    # the prefix keeps this parser from taking "--help" or any other option for itself).
+    loadtest = sub.add_parser(
+        "loadtest",
+        help="simulated Envoy fleets against a running pilot; see `pilot loadtest --help`",
+        add_help=False,
+        prefix_chars="+",
+    )
+    loadtest.add_argument("loadtest_args", nargs=argparse.REMAINDER)
+    loadtest.set_defaults(func=_loadtest)
     return parser
 
 

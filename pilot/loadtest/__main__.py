@@ -1,0 +1,5 @@
+import sys
+
+from pilot.loadtest.cli import main
+
+sys.exit(main())
