@@ -54,6 +54,10 @@ class PushQueue(Generic[K]):
             self._pending[key] = held
             self._ready.set()
 
+    def has(self, key: K) -> bool:
+        """Whether the connection is waiting in the queue or has a push in flight."""
+        return key in self._pending or key in self._processing
+
     def remove(self, key: K) -> None:
         """Forget a connection that went away."""
         self._pending.pop(key, None)

@@ -39,7 +39,7 @@ from pilot.push.context import PushContext, View
 from pilot.push.queue import PushQueue
 from pilot.push.request import PushRequest
 from pilot.push.scope import ProxyScope, scope_for
-from pilot.xds import h2tuning
+from pilot.xds import fastwrite, h2tuning
 from pilot.xds.cache import XdsCache, max_entries_from_env
 from pilot.xds.delta import DeltaStream
 from pilot.xds.generate import Generator
@@ -150,6 +150,8 @@ class Connection:
         self._push: PushRequest | None = None
         self._ticket: PushTicket | None = None
         self._sending = False
+        self._busy = False  # handling an answer or a push (possibly awaiting a send)
+        self._outbox: list[Outgoing] = []  # computed by the server's fast path, to send before anything else
         self._wakeup = asyncio.Event()
 
     @property
@@ -182,6 +184,24 @@ class Connection:
         scopes = [s for s in (self.scope, self.previous_scope) if s is not None]
         return any(scope.depends_on(key) for key in request.configs_updated for scope in scopes)
 
+    def push_endpoints_now(self, push: PushContext, request: PushRequest) -> bool:
+        """Endpoint-only fast path: when the stream is idle, generate and write the EDS update right away,
+        skipping the queue, the throttle and the task wake-up (an EDS update is one shared, cached message).
+
+        False when the connection is busy (it then goes through the queue, keeping its order).
+        """
+        if self._busy or self._outbox or not self._answers.empty() or self.server.queue.has(self):
+            return False
+        outgoing = self._respond(ENDPOINT_TYPE, push)
+        if outgoing is not None:
+            if fastwrite.try_send(self.stream, outgoing.body):
+                self.server.counters["pilot_xds_pushes{type=eds}"] += 1
+            else:
+                self._outbox.append(outgoing)  # flow control or a paused transport: the loop awaits the send
+                self._wakeup.set()
+        self.server.record_convergence(request)
+        return True
+
     def deliver(self, request: PushRequest, ticket: PushTicket) -> None:
         self._push = request
         self._ticket = ticket
@@ -212,6 +232,10 @@ class Connection:
         reader = asyncio.create_task(self._read(), name=f"xds-read-{self.number}")
         try:
             while True:
+                self._busy = True
+                if self._outbox:
+                    await self._send(self._outbox.pop(0))
+                    continue
                 if not self._answers.empty():
                     decision = self._answers.get_nowait()
                     if decision is None:
@@ -228,6 +252,7 @@ class Connection:
                     finally:
                         ticket.finish()
                     continue
+                self._busy = False
                 self._wakeup.clear()
                 await self._wakeup.wait()
         finally:
@@ -439,10 +464,13 @@ class DiscoveryServer:
         for reason, count in request.reason.items():
             self.counters[f"pilot_push_triggers{{type={reason}}}"] += count
         enqueued = 0
+        fast = not request.full and not request.forced
         for conn in list(self.connections.values()):
             if conn.needs_push(request, push):
-                self.queue.enqueue(conn, request)
                 enqueued += 1
+                if fast and conn.push_endpoints_now(push, request):
+                    continue
+                self.queue.enqueue(conn, request)
         self.last_push_reach = (enqueued, len(self.connections))
         log.debug(
             "push %s (%s): %d of %d connections", push.version, request.describe(), enqueued, len(self.connections)
