@@ -13,14 +13,16 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Collection
+from types import MappingProxyType
 
 from envoy.service.discovery.v3 import discovery_pb2
 
 from pilot.xds.names import WILDCARD_TYPES
 from pilot.xds.protocol import Decision, Outgoing, RequestKind, TypeState, next_nonce
 from pilot.xds.resource import delta_response
-from pilot.xds.snapshot import NameSet, Snapshot
+from pilot.xds.snapshot import EMPTY_VERSIONS, NameSet, Snapshot, Versions
 
 PROTOCOL = "delta"
 
@@ -45,7 +47,7 @@ class DeltaStream:
 
         if first:
             state.requested = True
-            state.holds = dict(request.initial_resource_versions)
+            state.holds = _initial_versions(request)
             if type_url in WILDCARD_TYPES and ("*" in subscribe or not (subscribe or unsubscribe)):
                 state.wildcard = True
             respond = True
@@ -159,3 +161,35 @@ class DeltaStream:
         state.sent_time = now
         state.sent += 1
         return Outgoing(type_url, body, nonce, version, changed, diff.removed, tuple(r.name for r in diff.changed))
+
+
+# Reconnecting proxies of one class send identical initial_resource_versions (thousands of entries): build the
+# mapping once per distinct request content and share it, so a reconnect storm costs one conversion per class,
+# one diff per class (memoized on the snapshot) and no per-proxy copy of thousands of versions.
+_INTERNED_MAX = 256
+_interned: OrderedDict[int, Versions] = OrderedDict()
+
+
+def _initial_versions(request: discovery_pb2.DeltaDiscoveryRequest) -> Versions:
+    if not request.initial_resource_versions:
+        return EMPTY_VERSIONS
+    key = _content_digest(request)
+    found = _interned.get(key)
+    if found is None:
+        found = MappingProxyType(dict(request.initial_resource_versions))
+        _interned[key] = found
+        if len(_interned) > _INTERNED_MAX:
+            _interned.popitem(last=False)
+    else:
+        _interned.move_to_end(key)
+    return found
+
+
+def _content_digest(request: discovery_pb2.DeltaDiscoveryRequest) -> int:
+    """A digest of the request's type, subscriptions and versions (not its node or nonce)."""
+    copy = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=request.type_url,
+        resource_names_subscribe=request.resource_names_subscribe,
+        initial_resource_versions=request.initial_resource_versions,
+    )
+    return hash(copy.SerializeToString(deterministic=True))

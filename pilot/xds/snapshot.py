@@ -77,7 +77,10 @@ class Snapshot:
         memo = self._diffs.get(id(holds))
         if memo is not None and memo[0] is holds:
             return memo[1]
-        if self.base is not None and holds is self.base.versions:
+        if holds is self.versions or (len(holds) == len(self.versions) and holds == self.versions):
+            changed: tuple[Resource, ...] = ()
+            removed: tuple[str, ...] = ()
+        elif self.base is not None and holds is self.base.versions:
             changed = tuple(
                 self.resources[n]
                 for n in sorted(self.touched)
