@@ -85,3 +85,19 @@ async def test_writes_what_fits_and_refuses_what_could_block(served: tuple[FastS
             await stream.cancel()
     finally:
         channel.close()
+
+
+def test_h2_tuning_keeps_frame_flags_and_repr_behaviour() -> None:
+    from hyperframe.frame import DataFrame, HeadersFrame
+
+    from pilot.xds import h2tuning
+
+    h2tuning.install()
+    frame = DataFrame(1, data=b"x" * 100)
+    frame.flags.add("END_STREAM")
+    assert "END_STREAM" in frame.flags and repr(frame).endswith("<hex:78787878787878787878...>")
+    with pytest.raises(ValueError, match="Unexpected flag"):
+        frame.flags.add("END_HEADERS")  # valid for HEADERS, not DATA: the per-class sets stay apart
+    headers = HeadersFrame(1)
+    headers.flags.add("END_HEADERS")
+    assert list(headers.flags) == ["END_HEADERS"] and list(DataFrame(3).flags) == []
