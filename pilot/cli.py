@@ -9,7 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
-from pilot.push.debounce import durations_from_env
+from pilot.push.debounce import durations_from_env, eds_debounce_from_env
+from pilot.xds.cache import max_entries_from_env
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -26,6 +27,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pilot serve: PILOT_DEBOUNCE_AFTER/PILOT_DEBOUNCE_MAX: {exc}", file=sys.stderr)
         return 2
+    try:
+        eds_debounce = eds_debounce_from_env()
+        max_entries_from_env()  # checked here so a bad value is one clear line, not a traceback later
+    except ValueError as exc:
+        print(f"pilot serve: {exc}", file=sys.stderr)
+        return 2
     options = ServerOptions(
         config_dir=config_dir,
         grpc_addr=args.grpc_addr,
@@ -33,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
         domain_suffix=args.domain_suffix,
         debounce_after=after,
         debounce_max=max_delay,
+        eds_debounce=eds_debounce,
     )
     if args.worker_index is not None:
         from pilot.workers.worker import run_worker

@@ -20,18 +20,15 @@ from types import MappingProxyType
 from envoy.service.discovery.v3 import discovery_pb2
 
 from pilot.xds.names import WILDCARD_TYPES
-from pilot.xds.protocol import Decision, Outgoing, RequestKind, TypeState, next_nonce
+from pilot.xds.protocol import Decision, Outgoing, RequestKind, StreamMachine, TypeState
 from pilot.xds.resource import delta_response
 from pilot.xds.snapshot import EMPTY_VERSIONS, NameSet, Snapshot, Versions
 
 PROTOCOL = "delta"
 
 
-class DeltaStream:
+class DeltaStream(StreamMachine):
     protocol = PROTOCOL
-
-    def __init__(self) -> None:
-        self.types: dict[str, TypeState] = {}
 
     # ----- inbound -----
 
@@ -113,16 +110,6 @@ class DeltaStream:
 
     # ----- outbound -----
 
-    def watched(self, type_url: str) -> bool:
-        state = self.types.get(type_url)
-        return state is not None and state.requested and (state.wildcard or bool(state.names))
-
-    def subscription(self, type_url: str) -> NameSet | None:
-        state = self.types.get(type_url)
-        if state is None or state.wildcard:
-            return None
-        return state.names
-
     def respond(
         self,
         type_url: str,
@@ -140,7 +127,7 @@ class DeltaStream:
         """
         state = self.types.setdefault(type_url, TypeState())
         diff = snapshot.diff(state.holds)
-        extra = [snapshot.resources[n] for n in force_names if n in snapshot.resources] if force_names else []
+        extra = self._forced(snapshot, force_names)
         changed = diff.changed
         if extra:
             have = {r.name for r in changed}
@@ -148,18 +135,12 @@ class DeltaStream:
         if not (changed or diff.removed or force):
             return None
         memo = diff.encoded.get(PROTOCOL) if not extra else None
-        if memo is not None and memo[0] != state.sent_nonce and memo[1] == version:
-            nonce, body = memo[0], memo[2]
-        else:
-            nonce = next_nonce()
-            body = delta_response(type_url, version, nonce, changed, diff.removed)
-            if not extra:
-                diff.encoded[PROTOCOL] = (nonce, version, body)
-        state.holds = snapshot.versions
-        state.sent_nonce = nonce
-        state.sent_version = version
-        state.sent_time = now
-        state.sent += 1
+        (nonce, _, body), new = self._encoded(
+            state, memo, version, lambda n: delta_response(type_url, version, n, changed, diff.removed)
+        )
+        if new and not extra:
+            diff.encoded[PROTOCOL] = (nonce, version, body)
+        self._sent(state, snapshot, nonce, version, now)
         return Outgoing(type_url, body, nonce, version, changed, diff.removed, tuple(r.name for r in diff.changed))
 
 

@@ -18,11 +18,12 @@ derived from the previous ones by regenerating only those hosts' assignments, so
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
+from pilot.model.config import ConfigKey
 from pilot.model.proxy import Proxy
 from pilot.push.context import PushContext, View
 from pilot.push.scope import scope_for
@@ -35,6 +36,34 @@ from pilot.xds.units import Unit
 
 MAX_SNAPSHOTS = 4096  # proxy classes x types x subscriptions kept; the least recently used go first
 EDS_LOG = 64  # endpoint-only epochs remembered for deriving EDS snapshots
+
+
+class _CachedParts:
+    """Encoded pieces of resources (a VirtualService's routes, a default route) kept in the XdsCache beside
+    whole resources, under the same dependency rules, so proxy classes that differ only in a few parts (the
+    route configuration of each namespace) share the rest."""
+
+    def __init__(self, cache: XdsCache, token: int) -> None:
+        self._cache = cache
+        self._token = token
+
+    def get_or_build(self, key: Hashable, deps: Collection[ConfigKey], build: Callable[[], bytes]) -> bytes:
+        found = self._cache.get(key)
+        if found is not None:
+            return found[0].value
+        value = build()
+        self._cache.add(key, (_Part(value),), deps, self._token)  # type: ignore[arg-type]
+        return value
+
+
+class _Part:
+    """A cached encoded piece: not a resource of its own (no name, no version)."""
+
+    __slots__ = ("value",)
+    name = ""
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
 
 
 def _name_of(message: Message) -> str:
@@ -139,14 +168,15 @@ class Generator:
             units = (eds.endpoint_unit(proxy, push, n) for n in sorted(names or ()))
             return [u for u in units if u is not None]
         if type_url == ROUTE_TYPE:
-            return [rds.route_unit(proxy, push, scope, n) for n in sorted(names or ())]
+            parts = _CachedParts(self.cache, push.number)
+            return [rds.route_unit(proxy, push, scope, n, parts) for n in sorted(names or ())]
         return []
 
     def _materialize(self, unit: Unit, token: int) -> tuple[Resource, ...]:
         found = self.cache.get(unit.key)
         if found is not None:
             return found
-        value = tuple(Resource.of(_name_of(m), m) for m in unit.build())
+        value = tuple(m if isinstance(m, Resource) else Resource.of(_name_of(m), m) for m in unit.build())
         self.generated += len(value)
         self.cache.add(unit.key, value, unit.deps, token)
         return value

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import enum
 import itertools
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from pilot.xds.resource import Resource
-from pilot.xds.snapshot import EMPTY_NAMES, EMPTY_VERSIONS, NameSet, Versions
+from pilot.xds.snapshot import EMPTY_NAMES, EMPTY_VERSIONS, Encoded, NameSet, Snapshot, Versions
 
 # Nonces come from one counter per process: unique on every stream, and one response body (with its
 # nonce) can be sent unchanged to every stream that needs exactly it.
@@ -82,3 +83,49 @@ class TypeState:
         """Forget held resources the client no longer subscribes to, so re-subscribing resends them."""
         if not self.wildcard:
             self.holds = self.names.restrict(self.holds)
+
+
+class StreamMachine:
+    """What the SotW and Delta machines share: per-type state, subscriptions, and responses built once.
+
+    A response body carries its nonce, so one encoded body (memoized on a snapshot or a diff) is sent as is to
+    every stream in the same position, unless the stream was just sent that very nonce.
+    """
+
+    protocol = ""
+
+    def __init__(self) -> None:
+        self.types: dict[str, TypeState] = {}
+
+    def watched(self, type_url: str) -> bool:
+        state = self.types.get(type_url)
+        return state is not None and state.requested and (state.wildcard or bool(state.names))
+
+    def subscription(self, type_url: str) -> NameSet | None:
+        """The names subscribed for a type, or None for a wildcard subscription."""
+        state = self.types.get(type_url)
+        if state is None or state.wildcard:
+            return None
+        return state.names
+
+    @staticmethod
+    def _forced(snapshot: Snapshot, force_names: Collection[str]) -> list[Resource]:
+        return [snapshot.resources[n] for n in force_names if n in snapshot.resources] if force_names else []
+
+    def _encoded(
+        self, state: TypeState, memo: Encoded | None, version: str, build: Callable[[str], bytes]
+    ) -> tuple[Encoded, bool]:
+        """(nonce, version, body) to send: the memoized one if this stream can take it, else a new one
+        (second value: whether it is new, so the caller can memoize it)."""
+        if memo is not None and memo[0] != state.sent_nonce and memo[1] == version:
+            return memo, False
+        nonce = next_nonce()
+        return (nonce, version, build(nonce)), True
+
+    @staticmethod
+    def _sent(state: TypeState, snapshot: Snapshot, nonce: str, version: str, now: float) -> None:
+        state.holds = snapshot.versions
+        state.sent_nonce = nonce
+        state.sent_version = version
+        state.sent_time = now
+        state.sent += 1

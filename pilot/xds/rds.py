@@ -28,8 +28,9 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol as TypingProtocol
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -61,16 +62,21 @@ from pilot.api.istio.networking.v1alpha3 import (
     StringMatch,
     TrafficPolicyPortTrafficPolicy,
 )
-from pilot.model.config import Config
+from pilot.model.config import SERVICE_KIND, Config, ConfigKey
 from pilot.model.host import MESH_GATEWAY, resolve_gateway_name, resolve_short_name, subset_of
 from pilot.model.proxy import Proxy
 from pilot.model.service import Protocol, Service
 from pilot.push.context import BoundVirtualService, EgressListener, PushContext, exported_to
 from pilot.push.scope import ProxyScope
 from pilot.xds import names
+from pilot.xds.resource import Resource, length_field
 from pilot.xds.units import Unit
 
 log = logging.getLogger(__name__)
+
+_ROUTE_CONFIG_VHOSTS = 2  # RouteConfiguration.virtual_hosts
+_VHOST_ROUTES = 3  # VirtualHost.routes
+ROUTE_CONFIGURATION_TYPE = "type.googleapis.com/" + route_pb2.RouteConfiguration.DESCRIPTOR.full_name
 
 DEFAULT_ROUTE_NAME = "default"
 BLACKHOLE_VHOST = "blackhole"
@@ -137,17 +143,40 @@ _CLAIM_HEADER_PREFIX = "@request.auth.claims."
 # ---------------------------------------------------------------------------------------------------------
 
 
-def build_routes(proxy: Proxy, push: PushContext, route_names: Iterable[str]) -> list[route_pb2.RouteConfiguration]:
+def build_routes(
+    proxy: Proxy, push: PushContext, route_names: Iterable[str], parts: RouteParts | None = None
+) -> list[route_pb2.RouteConfiguration]:
     """RouteConfigurations for the requested names, in name order; names that cannot be built are omitted."""
-    out: list[route_pb2.RouteConfiguration] = []
-    for name in sorted(set(route_names)):
-        if proxy.is_router:
-            config = _gateway_route_config(proxy, push, name)
-        else:
-            config = _sidecar_route_config(proxy, push, name)
-        if config is not None:
-            out.append(config)
-    return out
+    return [
+        route_pb2.RouteConfiguration.FromString(encoded) if isinstance(encoded, bytes) else encoded
+        for encoded in (build_route(proxy, push, name, parts) for name in sorted(set(route_names)))
+        if encoded is not None
+    ]
+
+
+def build_route(
+    proxy: Proxy, push: PushContext, name: str, parts: RouteParts | None = None
+) -> route_pb2.RouteConfiguration | bytes | None:
+    """One RouteConfiguration: a message for gateways, already encoded bytes for sidecars (assembled from
+    cached encoded routes, see RouteParts), or None when the name cannot be built."""
+    if proxy.is_router:
+        return _gateway_route_config(proxy, push, name)
+    return _sidecar_route_config(proxy, push, name, parts or _BUILD_EVERY_TIME)
+
+
+class RouteParts(TypingProtocol):
+    """Encoded route lists shared between route configurations (an XdsCache view): a VirtualService's routes
+    for one port and proxy class, a service's default route. ``build`` runs only on a miss."""
+
+    def get_or_build(self, key: Hashable, deps: Collection[ConfigKey], build: Callable[[], bytes]) -> bytes: ...
+
+
+class _BuildEveryTime:
+    def get_or_build(self, key: Hashable, deps: Collection[ConfigKey], build: Callable[[], bytes]) -> bytes:
+        return build()
+
+
+_BUILD_EVERY_TIME = _BuildEveryTime()
 
 
 def _route_configuration(name: str, vhosts: Sequence[rc.VirtualHost]) -> route_pb2.RouteConfiguration:
@@ -171,7 +200,7 @@ class _VhostWrapper:
     port: int
     services: list[Service]
     vs_hosts: list[str]
-    routes: list[rc.Route]
+    routes: bytes  # encoded VirtualHost.routes fields
 
 
 @dataclass
@@ -183,7 +212,7 @@ class _DomainDedupe:
     known_fqdns: set[str] = field(default_factory=set)
 
 
-def _sidecar_route_config(proxy: Proxy, push: PushContext, name: str) -> route_pb2.RouteConfiguration | None:
+def _sidecar_route_config(proxy: Proxy, push: PushContext, name: str, parts: RouteParts) -> bytes | None:
     sniffed_host = ""
     port_text = name
     if ":" in name:
@@ -198,14 +227,17 @@ def _sidecar_route_config(proxy: Proxy, push: PushContext, name: str) -> route_p
     egress = _egress_for_port(scope.egress, port)
     if egress is None:
         return None
-    vhosts = _sidecar_virtual_hosts(proxy, push, egress, port)
+    vhosts = _sidecar_virtual_hosts(proxy, push, egress, port, parts)
     if sniffed_host:
         matching = [vh for vh in vhosts if name in vh.domains]
         vhosts = matching or vhosts
     vhosts.sort(key=lambda vh: vh.name)
+    encoded = [vh.encoded for vh in vhosts]
     if not sniffed_host:
-        vhosts.append(_catch_all_vhost(_allow_any(scope.sidecar)))
-    return _route_configuration(name, vhosts)
+        encoded.append(_catch_all_vhost(_allow_any(scope.sidecar)).SerializeToString())
+    # Protobuf messages are concatenations of fields: the configuration's own fields, then each vhost.
+    head = _route_configuration(name, ()).SerializeToString()
+    return head + b"".join(length_field(_ROUTE_CONFIG_VHOSTS, vhost) for vhost in encoded)
 
 
 def _egress_for_port(listeners: Sequence[EgressListener], port: int) -> EgressListener | None:
@@ -239,7 +271,48 @@ def _catch_all_vhost(allow_any: bool) -> rc.VirtualHost:
     return rc.VirtualHost(name=vhost_name, domains=["*"], routes=[route], include_request_attempt_count=True)
 
 
-def _sidecar_virtual_hosts(proxy: Proxy, push: PushContext, egress: EgressListener, port: int) -> list[rc.VirtualHost]:
+@dataclass(frozen=True)
+class _EncodedVhost:
+    name: str
+    domains: tuple[str, ...]
+    encoded: bytes  # the serialised VirtualHost
+
+
+def _encode_routes(routes: Iterable[rc.Route]) -> bytes:
+    """Routes as the ``routes`` fields of a VirtualHost."""
+    return b"".join(length_field(_VHOST_ROUTES, route.SerializeToString()) for route in routes)
+
+
+def _vs_parts_key(proxy: Proxy, push: PushContext, bound: BoundVirtualService, port: int) -> tuple[object, ...]:
+    # What translation reads of the proxy: its namespace (DestinationRules for consistent hashing,
+    # sourceNamespace) and, when some VirtualService routes by them, its labels.
+    labels = tuple(sorted(proxy.labels.items())) if push.uses_source_labels else ()
+    return ("rds-vs", bound.config.key, port, proxy.namespace, labels)
+
+
+def _vs_parts_deps(push: PushContext, bound: BoundVirtualService) -> tuple[ConfigKey, ...]:
+    """The VirtualService, and the services and DestinationRules of every host it routes or mirrors to."""
+    spec = bound.config.spec
+    hosts: set[str] = set()
+    for http in spec.http or ():
+        destinations = [rd.destination for rd in http.route or ()]
+        destinations.append(http.mirror)
+        destinations.extend(m.destination for m in http.mirrors or ())
+        for dest in destinations:
+            if dest is not None and dest.host:
+                hosts.add(resolve_short_name(dest.host, bound.config.namespace, push.domain_suffix))
+    deps: list[ConfigKey] = [bound.config.key]
+    for host in sorted(hosts):
+        svc = push.service(host)
+        if svc is not None:
+            deps.append(ConfigKey(SERVICE_KIND, svc.namespace, host))
+        deps.extend(rule.key for rule in push.destination_rules_for(host))
+    return tuple(deps)
+
+
+def _sidecar_virtual_hosts(
+    proxy: Proxy, push: PushContext, egress: EgressListener, port: int, parts: RouteParts
+) -> list[_EncodedVhost]:
     services = {svc.hostname: svc for svc in push.visible_services(proxy, egress) if svc.port_by_number(port)}
     virtual_services = push.sidecar_virtual_services(proxy, egress)
     owners = _service_owners(services, virtual_services)
@@ -247,7 +320,13 @@ def _sidecar_virtual_hosts(proxy: Proxy, push: PushContext, egress: EgressListen
     wrappers: list[_VhostWrapper] = []
     claimed: set[str] = set()
     for index, bound in enumerate(virtual_services):
-        routes = _virtual_service_routes(proxy, push, bound, port, frozenset({MESH_GATEWAY}), is_tls=False)
+        routes = parts.get_or_build(
+            _vs_parts_key(proxy, push, bound, port),
+            _vs_parts_deps(push, bound),
+            lambda bound=bound: _encode_routes(  # type: ignore[misc]
+                _virtual_service_routes(proxy, push, bound, port, frozenset({MESH_GATEWAY}), is_tls=False)
+            ),
+        )
         if not routes:
             continue
         in_vs, vs_hosts = _split_vs_hosts(bound, index, services, owners)
@@ -262,15 +341,14 @@ def _sidecar_virtual_hosts(proxy: Proxy, push: PushContext, egress: EgressListen
         svc = services[hostname]
         if hostname in claimed or not _is_http_port(svc, port):
             continue
-        cluster = names.outbound_cluster(port, "", hostname)
-        wrappers.append(_VhostWrapper(port, [svc], [], [_default_route(proxy, push, svc, port, cluster)]))
+        wrappers.append(_VhostWrapper(port, [svc], [], _default_route_encoded(proxy, push, svc, port, parts)))
 
     dedupe = _DomainDedupe()
     for wrapper in wrappers:
         for svc in wrapper.services:
             dedupe.known_fqdns.update((svc.hostname, names.vhost_name(svc.hostname, wrapper.port)))
 
-    vhosts: list[rc.VirtualHost] = []
+    vhosts: list[_EncodedVhost] = []
     for wrapper in wrappers:
         for hostname in wrapper.vs_hosts:
             vhost = _sidecar_vhost(proxy, push, hostname, wrapper, None, dedupe)
@@ -347,7 +425,7 @@ def _sidecar_vhost(
     wrapper: _VhostWrapper,
     svc: Service | None,
     dedupe: _DomainDedupe,
-) -> rc.VirtualHost | None:
+) -> _EncodedVhost | None:
     vhost_name = names.vhost_name(hostname, wrapper.port)
     if vhost_name in dedupe.vhost_names:
         log.debug("proxy %s: duplicate virtual host %s dropped", proxy.id, vhost_name)
@@ -369,7 +447,8 @@ def _sidecar_vhost(
         dedupe.used.add(domain)
     if not kept:
         return None
-    return rc.VirtualHost(name=vhost_name, domains=kept, routes=wrapper.routes, include_request_attempt_count=True)
+    head = rc.VirtualHost(name=vhost_name, domains=kept, include_request_attempt_count=True).SerializeToString()
+    return _EncodedVhost(vhost_name, tuple(kept), head + wrapper.routes)
 
 
 def _with_port(host: str, port: int) -> list[str]:
@@ -426,6 +505,20 @@ def _alt_hosts(hostname: str, port: int, proxy_domain: str) -> list[str]:
     for form in forms:
         out.extend((form, f"{form}:{port}"))
     return out
+
+
+def _default_route_encoded(proxy: Proxy, push: PushContext, svc: Service, port: int, parts: RouteParts) -> bytes:
+    """A service's default route, encoded once for every proxy class that picks the same DestinationRule."""
+    rule = push.destination_rule(proxy.namespace, svc.hostname)
+    deps: tuple[ConfigKey, ...] = (ConfigKey(SERVICE_KIND, svc.namespace, svc.hostname),)
+    if rule is not None:
+        deps += (rule.key,)
+    cluster = names.outbound_cluster(port, "", svc.hostname)
+    return parts.get_or_build(
+        ("rds-default", svc.hostname, port, rule.key if rule is not None else None),
+        deps,
+        lambda: _encode_routes((_default_route(proxy, push, svc, port, cluster),)),
+    )
 
 
 def _default_route(proxy: Proxy, push: PushContext, svc: Service, port: int, cluster: str) -> rc.Route:
@@ -1251,7 +1344,17 @@ def _hash_policy(hash_lb: LoadBalancerSettingsConsistentHashLb | None) -> rc.Rou
     return policy
 
 
-def route_unit(proxy: Proxy, push: PushContext, scope: ProxyScope, name: str) -> Unit:
+def route_unit(proxy: Proxy, push: PushContext, scope: ProxyScope, name: str, parts: RouteParts | None = None) -> Unit:
     """One RouteConfiguration as a cacheable unit: built from the whole scope (its services, VirtualServices
-    and DestinationRules), keyed by the route name and the scope's fingerprint."""
-    return Unit(("rds", name, scope.fingerprint), scope.deps, lambda: build_routes(proxy, push, (name,)))
+    and DestinationRules), keyed by the route name and the scope's fingerprint; sidecar routes are assembled
+    from ``parts``, encoded routes shared with other proxy classes."""
+
+    def build() -> tuple[route_pb2.RouteConfiguration | Resource, ...]:
+        built = build_route(proxy, push, name, parts)
+        if built is None:
+            return ()
+        if isinstance(built, bytes):
+            return (Resource(name, ROUTE_CONFIGURATION_TYPE, built),)
+        return (built,)
+
+    return Unit(("rds", name, scope.fingerprint), scope.deps, build)

@@ -24,18 +24,15 @@ from collections.abc import Collection
 from envoy.service.discovery.v3 import discovery_pb2
 
 from pilot.xds.names import WILDCARD_TYPES
-from pilot.xds.protocol import Decision, Outgoing, RequestKind, TypeState, next_nonce
+from pilot.xds.protocol import Decision, Outgoing, RequestKind, StreamMachine, TypeState
 from pilot.xds.resource import sotw_response
 from pilot.xds.snapshot import EMPTY_VERSIONS, NameSet, Snapshot
 
 PROTOCOL = "sotw"
 
 
-class SotwStream:
+class SotwStream(StreamMachine):
     protocol = PROTOCOL
-
-    def __init__(self) -> None:
-        self.types: dict[str, TypeState] = {}
 
     # ----- inbound -----
 
@@ -87,7 +84,12 @@ class SotwStream:
         else:
             signature = _names_signature(request)
         state.extra["names_signature"] = signature
-        new_names = NameSet.of(names)
+        new_names = _by_signature.get(signature)
+        if new_names is None:
+            new_names = NameSet.of(names)
+            _by_signature[signature] = new_names
+            if len(_by_signature) > _BY_SIGNATURE_MAX:
+                _by_signature.pop(next(iter(_by_signature)))
         if not state.wildcard and new_names is state.names:
             return  # same set in another order or encoding
         state.wildcard = False
@@ -95,17 +97,6 @@ class SotwStream:
         state.restrict_holds()
 
     # ----- outbound -----
-
-    def watched(self, type_url: str) -> bool:
-        state = self.types.get(type_url)
-        return state is not None and state.requested and (state.wildcard or bool(state.names))
-
-    def subscription(self, type_url: str) -> NameSet | None:
-        """The names subscribed for a type, or None for a wildcard subscription."""
-        state = self.types.get(type_url)
-        if state is None or state.wildcard:
-            return None
-        return state.names
 
     def respond(
         self,
@@ -124,43 +115,45 @@ class SotwStream:
         """
         state = self.types.setdefault(type_url, TypeState())
         diff = snapshot.diff(state.holds)
-        full_set = type_url in WILDCARD_TYPES
-        extra = [snapshot.resources[n] for n in force_names if n in snapshot.resources] if force_names else []
-        if full_set or force:
+        extra = self._forced(snapshot, force_names)
+        if type_url in WILDCARD_TYPES or force:
+            # The complete set: LDS/CDS always (absence deletes), or everything when forced.
             if not (force or diff or extra):
                 state.holds = snapshot.versions
                 return None
-            memo = snapshot.full_encoded(PROTOCOL)
-            if memo is not None and memo[0] != state.sent_nonce and memo[1] == version:
-                nonce, body = memo[0], memo[2]
-            else:
-                nonce = next_nonce()
-                body = sotw_response(type_url, version, nonce, snapshot.blob())
+            blob = snapshot.blob
+            (nonce, _, body), new = self._encoded(
+                state, snapshot.full_encoded(PROTOCOL), version, lambda n: sotw_response(type_url, version, n, blob())
+            )
+            if new:
                 snapshot.remember_full(PROTOCOL, (nonce, version, body))
             sent = tuple(snapshot.resources.values())
         else:
-            changed = diff.changed
+            sent = diff.changed
             if extra:
-                have = {r.name for r in changed}
-                changed = changed + tuple(r for r in extra if r.name not in have)
-            if not changed:
+                have = {r.name for r in sent}
+                sent = sent + tuple(r for r in extra if r.name not in have)
+            if not sent:
                 state.holds = snapshot.versions
                 return None
             memo = diff.encoded.get(PROTOCOL) if not extra else None
-            if memo is not None and memo[0] != state.sent_nonce and memo[1] == version:
-                nonce, body = memo[0], memo[2]
-            else:
-                nonce = next_nonce()
-                body = sotw_response(type_url, version, nonce, b"".join(r.sotw_field for r in changed))
-                if not extra:
-                    diff.encoded[PROTOCOL] = (nonce, version, body)
-            sent = changed
-        state.holds = snapshot.versions
-        state.sent_nonce = nonce
-        state.sent_version = version
-        state.sent_time = now
-        state.sent += 1
+            chosen = sent
+            (nonce, _, body), new = self._encoded(
+                state,
+                memo,
+                version,
+                lambda n: sotw_response(type_url, version, n, b"".join(r.sotw_field for r in chosen)),
+            )
+            if new and not extra:
+                diff.encoded[PROTOCOL] = (nonce, version, body)
+        self._sent(state, snapshot, nonce, version, now)
         return Outgoing(type_url, body, nonce, version, sent, changed=tuple(r.name for r in diff.changed))
+
+
+# Name lists seen lately, by signature: the streams of one proxy class send the same list, and its set (and
+# host index) is then built once instead of once per stream.
+_BY_SIGNATURE_MAX = 1024
+_by_signature: dict[int, NameSet] = {}
 
 
 def _names_signature(request: discovery_pb2.DiscoveryRequest) -> int:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from pilot.model.config import ConfigKey
+from pilot.xds.resource import Resource
 
 
 @dataclass(frozen=True, slots=True)
 class Unit:
     key: Hashable
     deps: Collection[ConfigKey]
-    build: Callable[[], Sequence[Message]]
+    # Messages, or resources already encoded (assembled from encoded parts)
+    build: Callable[[], Sequence[Message | Resource]]

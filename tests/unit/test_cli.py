@@ -112,3 +112,25 @@ def test_bootstrap_rejects_bad_input(capsys: pytest.CaptureFixture[str]) -> None
     node = "sidecar~1.1.1.1~a.b~b.svc.cluster.local"
     assert main(["bootstrap", "--node-id", node, "--xds-addr", "x:1", "--label", "novalue"]) == 2
     assert "expected key=value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PILOT_ENABLE_EDS_DEBOUNCE", "maybe", "PILOT_ENABLE_EDS_DEBOUNCE"),
+        ("PILOT_XDS_CACHE_SIZE", "lots", "PILOT_XDS_CACHE_SIZE"),
+        ("PILOT_DEBOUNCE_AFTER", "soon", "invalid duration"),
+    ],
+)
+def test_serve_rejects_a_bad_setting_with_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["serve", "--config-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -159,17 +159,21 @@ def _generate_everything(generator: Generator, push: PushContext) -> dict[Hashab
             before = set(generator.cache.keys())
             generator.resources(type_url, proxy, push, names)
             for key in set(generator.cache.keys()) - before:
-                labels[key] = f"{label}:{key[0]}:{key[1] if key[0] in ('cds', 'eds', 'rds') else ''}"
+                if key[0] in ("rds-vs", "rds-default"):
+                    labels[key] = f"part:{key[0]}:{key[1]}"  # encoded pieces shared by route configurations
+                else:
+                    labels[key] = f"{label}:{key[0]}:{key[1] if key[0] in ('cds', 'eds', 'rds') else ''}"
     return labels
 
 
-def _cleared_by(key: ConfigKey) -> set[str]:
+def _cleared_by(key: ConfigKey, parts: bool = False) -> set[str]:
     push = push_of(MESH)
     generator = Generator(XdsCache())
     labels = _generate_everything(generator, push)
     before = set(generator.cache.keys())
     generator.cache.clear([key])
-    return {labels[k] for k in before - set(generator.cache.keys())}
+    cleared = {labels[k] for k in before - set(generator.cache.keys())}
+    return {c for c in cleared if c.startswith("part:") == parts}
 
 
 def _shorten(labels: set[str]) -> set[str]:
@@ -290,3 +294,28 @@ def test_endpoint_only_change_regenerates_only_that_hosts_assignments() -> None:
     assert after.base is before and after.touched == {"outbound|80||b.example.com"}
     diff = after.diff(before.versions)
     assert [r.name for r in diff.changed] == ["outbound|80||b.example.com"] and not diff.removed
+
+
+def test_encoded_route_parts_are_shared_and_cleared_by_what_they_read() -> None:
+    """A VirtualService's routes depend on it and on its destinations; a default route on its service and DR."""
+    assert _cleared_by(ConfigKey("VirtualService", "default", "a"), parts=True) == {
+        "part:rds-vs:VirtualService/default/a"
+    }
+    assert _cleared_by(ConfigKey("DestinationRule", "default", "a"), parts=True) == {
+        "part:rds-vs:VirtualService/default/a"
+    }
+    assert _cleared_by(ConfigKey("ServiceEntry", "default", "b.example.com"), parts=True) == {
+        "part:rds-default:b.example.com"
+    }
+    assert _cleared_by(ConfigKey("Endpoints", "default", "b.example.com"), parts=True) == set()
+
+
+def test_route_configurations_from_shared_parts_equal_fresh_ones() -> None:
+    push = push_of(MESH)
+    shared = Generator(XdsCache())
+    others = parse_proxy("sidecar~10.0.0.4~x.other~other.svc.cluster.local", {"NAMESPACE": "other"})
+    for proxy in (SIDECAR, others):  # the second class reuses the first's encoded parts where it can
+        via_parts = shared.resources(ROUTE_TYPE, proxy, push, ("80",))
+        fresh = Generator(XdsCache()).resources(ROUTE_TYPE, proxy, push, ("80",))
+        assert [r.value for r in via_parts] == [r.value for r in fresh]
+    assert shared.cache.hits["rds-default"] > 0, "the second namespace did not reuse a default route"
