@@ -196,3 +196,15 @@ def test_streams_in_the_same_state_share_one_encoded_response() -> None:
     assert all(out is not None for out in outs)
     assert len({id(out.body) for out in outs if out}) == 1
     assert names_of(outs[0]) == ["b"]
+
+
+def test_an_ack_with_the_same_number_of_names_but_one_swapped_is_a_subscription_change() -> None:
+    names = tuple(f"outbound|80||svc{i}.example.com" for i in range(50))
+    stream = SotwStream()
+    stream.on_request(request(ENDPOINT_TYPE, names))
+    out = stream.respond(ENDPOINT_TYPE, snap(*(cla(n) for n in names)), "v1")
+    assert not stream.on_request(request(ENDPOINT_TYPE, names, nonce=out.nonce, version="v1")).respond
+    swapped = (*names[:-1], "outbound|80||other.example.com")
+    assert stream.on_request(request(ENDPOINT_TYPE, swapped, nonce=out.nonce, version="v1")).respond
+    assert "outbound|80||other.example.com" in stream.subscription(ENDPOINT_TYPE)
+
