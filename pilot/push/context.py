@@ -364,6 +364,11 @@ class PushContext:
 
     # ----- proxy classes -----
 
+    @cached_property
+    def scope_memo(self) -> dict[View, Any]:
+        """Proxy scopes by view, filled by pilot.push.scope.scope_for (per context: scopes read every kind)."""
+        return {}
+
     def view_of(self, proxy: Proxy) -> View:
         """What generation reads from a proxy: proxies with equal views get identical config.
 

@@ -95,7 +95,7 @@ def scope_for(push: PushContext, proxy: Proxy, view: View | None = None) -> Prox
     """The scope of ``proxy`` in ``push``, memoized per view."""
     if view is None:
         view = push.view_of(proxy)
-    memo: dict[View, ProxyScope] = push.__dict__.setdefault("_scope_memo", {})
+    memo = push.scope_memo
     found = memo.get(view)
     if found is None:
         found = memo[view] = _compute(push, proxy, view)

@@ -207,4 +207,3 @@ def test_an_ack_with_the_same_number_of_names_but_one_swapped_is_a_subscription_
     swapped = (*names[:-1], "outbound|80||other.example.com")
     assert stream.on_request(request(ENDPOINT_TYPE, swapped, nonce=out.nonce, version="v1")).respond
     assert "outbound|80||other.example.com" in stream.subscription(ENDPOINT_TYPE)
-
