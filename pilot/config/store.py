@@ -36,8 +36,9 @@ class ConfigStore:
         # key -> the sources defining it, kept sorted; the first is the winner.
         self._definers: dict[ConfigKey, list[str]] = {}
         self._merged: dict[ConfigKey, Config] = {}
-        self._snapshot: Mapping[ConfigKey, Config] = MappingProxyType({})
-        self._by_kind: dict[str, list[Config]] | None = None
+        self._kinds: dict[str, dict[ConfigKey, Config]] = {}  # the merged objects by kind
+        self._sorted: dict[str, list[Config]] = {}  # list(kind) answers, until that kind changes
+        self._snapshot: Mapping[ConfigKey, Config] | None = None
         self._handlers: list[Handler] = []
         self.revision = 0
 
@@ -58,13 +59,23 @@ class ConfigStore:
             prev = old.get(key)
             if prev is not None and prev is not cfg and prev.content_hash == cfg.content_hash:
                 new[key] = prev
-        return self._apply(source, old, new)
+        changed = {key for key in old.keys() | new.keys() if self._set(source, key, new.get(key))}
+        return self._notify(changed)
 
     def remove_source(self, source: str) -> set[ConfigKey]:
         old = self._sources.get(source)
         if old is None:
             return set()
-        return self._apply(source, old, {})
+        changed = {key for key in list(old) if self._set(source, key, None)}
+        return self._notify(changed)
+
+    def upsert(self, source: str, cfg: Config) -> set[ConfigKey]:
+        """Add or replace one object of ``source`` (a watch event); O(1) however large the store is."""
+        return self._notify({cfg.key} if self._set(source, cfg.key, cfg) else set())
+
+    def delete(self, source: str, key: ConfigKey) -> set[ConfigKey]:
+        """Remove one object of ``source``; another source's version of it, if any, takes over."""
+        return self._notify({key} if self._set(source, key, None) else set())
 
     def subscribe(self, handler: Handler) -> None:
         """Call ``handler(changed_keys)`` synchronously after every change."""
@@ -73,7 +84,9 @@ class ConfigStore:
     # ----- reads -----
 
     def snapshot(self) -> Mapping[ConfigKey, Config]:
-        """An immutable view of all objects; a new one is built only when something changes."""
+        """An immutable view of all objects, built on first use after a change."""
+        if self._snapshot is None:
+            self._snapshot = MappingProxyType(dict(self._merged))
         return self._snapshot
 
     def get(self, key: ConfigKey) -> Config | None:
@@ -81,12 +94,15 @@ class ConfigStore:
 
     def list(self, kind: str) -> list[Config]:
         """Objects of one kind, sorted by key."""
-        if self._by_kind is None:
-            by_kind: dict[str, list[Config]] = {}
-            for key in sorted(self._merged):
-                by_kind.setdefault(key.kind, []).append(self._merged[key])
-            self._by_kind = by_kind
-        return list(self._by_kind.get(kind, ()))
+        found = self._sorted.get(kind)
+        if found is None:
+            of_kind = self._kinds.get(kind, {})
+            found = self._sorted[kind] = [of_kind[key] for key in sorted(of_kind)]
+        return list(found)
+
+    def source_keys(self, source: str) -> set[ConfigKey]:
+        """The keys ``source`` defines now (whether or not its version wins)."""
+        return set(self._sources.get(source, ()))
 
     def sources(self) -> list[str]:
         """The sources currently contributing objects, sorted."""
@@ -97,48 +113,53 @@ class ConfigStore:
 
     # ----- internals -----
 
-    def _apply(self, source: str, old: Mapping[ConfigKey, Config], new: dict[ConfigKey, Config]) -> set[ConfigKey]:
-        if new:
-            self._sources[source] = new
+    def _set(self, source: str, key: ConfigKey, cfg: Config | None) -> bool:
+        """Record ``source``'s version of ``key`` (None: it no longer defines it); whether the winner's content
+        changed."""
+        objects = self._sources.get(source)
+        if cfg is None:
+            if objects is None or objects.pop(key, None) is None:
+                return False
+            if not objects:
+                del self._sources[source]
         else:
-            self._sources.pop(source, None)
-        changed: set[ConfigKey] = set()
-        replaced = False
-        for key in old.keys() | new.keys():
-            definers = self._definers.setdefault(key, [])
-            previous_winner = definers[0] if definers else None
-            if key in new and source not in definers:
-                definers.append(source)
-                definers.sort()
-            elif key not in new and source in definers:
-                definers.remove(source)
-            before = self._merged.get(key)
-            if definers:
-                winner = definers[0]
-                after = self._sources[winner][key]
-                if key in new and len(definers) > 1:
-                    if winner != source:
-                        log.warning("config: %s defined in both %s and %s; using %s", key, winner, source, winner)
-                    elif previous_winner is not None and previous_winner != source:
-                        log.warning(
-                            "config: %s defined in both %s and %s; using %s", key, source, previous_winner, source
-                        )
-            else:
-                del self._definers[key]
-                after = None
-            if before is after:
-                continue
-            if after is None:
-                del self._merged[key]
-                changed.add(key)
-                continue
+            if objects is None:
+                objects = self._sources[source] = {}
+            objects[key] = cfg
+        definers = self._definers.setdefault(key, [])
+        previous_winner = definers[0] if definers else None
+        if cfg is not None and source not in definers:
+            definers.append(source)
+            definers.sort()
+        elif cfg is None and source in definers:
+            definers.remove(source)
+        before = self._merged.get(key)
+        if definers:
+            winner = definers[0]
+            after: Config | None = self._sources[winner][key]
+            if cfg is not None and len(definers) > 1:
+                if winner != source:
+                    log.warning("config: %s defined in both %s and %s; using %s", key, winner, source, winner)
+                elif previous_winner is not None and previous_winner != source:
+                    log.warning("config: %s defined in both %s and %s; using %s", key, source, previous_winner, source)
+        else:
+            del self._definers[key]
+            after = None
+        if before is after:
+            return False
+        of_kind = self._kinds.setdefault(key.kind, {})
+        if after is None:
+            del self._merged[key]
+            del of_kind[key]
+        else:
             self._merged[key] = after
-            replaced = True
-            if before is None or before.content_hash != after.content_hash:
-                changed.add(key)
-        if changed or replaced:
-            self._snapshot = MappingProxyType(dict(self._merged))
-            self._by_kind = None
+            of_kind[key] = after
+        # Even a content-identical replacement changes what list() and snapshot() return.
+        self._sorted.pop(key.kind, None)
+        self._snapshot = None
+        return before is None or after is None or before.content_hash != after.content_hash
+
+    def _notify(self, changed: set[ConfigKey]) -> set[ConfigKey]:
         if changed:
             self.revision += 1
             for handler in list(self._handlers):

@@ -154,3 +154,29 @@ def test_unattributed_error_from_result_object(store: ConfigStore) -> None:
     result = LoadResult(errors=(LoadError("/a.yaml", 0, None, "cannot read file"),))
     assert store.replace_source("/a.yaml", result) == set()
     assert store.get(key("x")) is not None
+
+
+def test_per_object_upsert_and_delete(store: ConfigStore) -> None:
+    """Watch sources (Kubernetes informers) write one object at a time beside whole-file sources."""
+    seen: list[set[ConfigKey]] = []
+    store.subscribe(seen.append)
+    a1 = load("f", svc_yaml("a", 80)).configs[0]
+    a2 = load("f", svc_yaml("a", 81)).configs[0]
+    assert store.upsert("kubernetes", a1) == {key("a")}
+    assert store.upsert("kubernetes", a1) == set(), "the same content again is no change"
+    assert store.upsert("kubernetes", a2) == {key("a")} and port_of(store.get(key("a"))) == 81
+    assert store.list("Service") == [store.get(key("a"))]
+    assert store.delete("kubernetes", key("a")) == {key("a")} and store.get(key("a")) is None
+    assert store.delete("kubernetes", key("a")) == set()
+    assert seen == [{key("a")}, {key("a")}, {key("a")}]
+    assert store.list("Service") == [] and store.snapshot() == {}
+
+
+def test_a_watched_object_and_a_file_object_with_one_key_fall_back_to_each_other(store: ConfigStore) -> None:
+    from_file = load("/cfg/a.yaml", svc_yaml("a", 80))
+    store.replace_source("/cfg/a.yaml", from_file)
+    from_cluster = load("x", svc_yaml("a", 90)).configs[0]
+    store.upsert("kubernetes", from_cluster)  # "/cfg/a.yaml" sorts first: the file wins
+    assert port_of(store.get(key("a"))) == 80
+    assert store.remove_source("/cfg/a.yaml") == {key("a")} and port_of(store.get(key("a"))) == 90
+    assert store.source_keys("kubernetes") == {key("a")}
