@@ -28,7 +28,7 @@ from pilot.config import validation
 from pilot.model.config import ISTIO_GROUP, ISTIO_NETWORKING_KINDS, ISTIO_VERSIONS, KUBE_KINDS, Config, ConfigKey
 
 # Kinds that are not namespaced: their key has namespace "".
-CLUSTER_SCOPED_KINDS = frozenset({"Namespace"})
+CLUSTER_SCOPED_KINDS = frozenset({"Namespace", "Node"})
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 _ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")
 
@@ -66,6 +66,14 @@ def load_text(source: str, text: str, default_namespace: str = "default") -> Loa
         return LoadResult(errors=(LoadError(source, _doc_index_of(exc, text), None, _yaml_message(exc)),))
     for index, doc in enumerate(documents):
         loader.load_document(index, doc)
+    return loader.result()
+
+
+def load_object(source: str, doc: Any, default_namespace: str = "default") -> LoadResult:
+    """Validate one already-parsed object (from an API server watch, an admission review) as a file's
+    document would be: the same kinds, checks, errors and content hash."""
+    loader = _FileLoader(source, default_namespace)
+    loader.load_document(0, doc)
     return loader.result()
 
 
@@ -321,6 +329,7 @@ def _check_endpoint_slice(doc: dict[str, Any], problems: list[str]) -> None:
 
 def _check_pod(doc: dict[str, Any], problems: list[str]) -> None:
     # metadata.labels is checked for every kind; a Pod without labels simply selects nothing.
+    _check_pod_spec(doc, problems)
     status = doc.get("status")
     if status is not None and not isinstance(status, dict):
         problems.append(f"status: expected a mapping, got {_type_name(status)}")
@@ -330,11 +339,20 @@ def _check_namespace(doc: dict[str, Any], problems: list[str]) -> None:
     return None
 
 
+def _check_pod_spec(doc: dict[str, Any], problems: list[str]) -> None:
+    spec = doc.get("spec")
+    if spec is not None and not isinstance(spec, dict):
+        problems.append(f"spec: expected a mapping, got {_type_name(spec)}")
+    elif spec is not None and not isinstance(spec.get("nodeName", ""), str):
+        problems.append(f"spec.nodeName: expected a string, got {_type_name(spec.get('nodeName'))}")
+
+
 _KUBE_CHECKS = {
     "Service": _check_service,
     "EndpointSlice": _check_endpoint_slice,
     "Pod": _check_pod,
     "Namespace": _check_namespace,
+    "Node": _check_namespace,  # only its (already checked) topology labels are read
 }
 
 

@@ -24,6 +24,7 @@ KUBE_KINDS = {
     ("", "v1", "Service"),
     ("", "v1", "Pod"),
     ("", "v1", "Namespace"),
+    ("", "v1", "Node"),
     ("discovery.k8s.io", "v1", "EndpointSlice"),
 }
 
@@ -81,4 +82,5 @@ SIDECAR = "Sidecar"
 KUBE_SERVICE = "Service"
 POD = "Pod"
 NAMESPACE = "Namespace"
+NODE = "Node"
 ENDPOINT_SLICE = "EndpointSlice"

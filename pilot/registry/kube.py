@@ -9,18 +9,22 @@
   namespace; endpoints whose ``conditions.ready`` is false are left out. Each address of an endpoint is one
   ``Endpoint``; its labels are those of the Pod named by ``targetRef``.
 - ``networking.istio.io/exportTo`` on the Service sets its visibility.
+- Endpoint locality, as istiod: the Pod's ``istio-locality`` label (``region.zone.subzone``), else the
+  ``topology.kubernetes.io/region`` / ``zone`` and ``topology.istio.io/subzone`` labels of the Pod's Node.
 
-A Service change is a service change; an EndpointSlice change, or a Pod change (its labels shape the
-endpoints' labels), is an endpoint-only change of the Services it concerns (istiod's EDSUpdate).
+A Service change is a service change; an EndpointSlice change, a Pod change (its labels shape the
+endpoints' labels) or a Node change (its topology shapes their locality) is an endpoint-only change of the
+Services it concerns (istiod's EDSUpdate).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from pilot.model.config import ENDPOINT_SLICE, KUBE_SERVICE, POD, Config, ConfigKey
+from pilot.model.config import ENDPOINT_SLICE, KUBE_SERVICE, NODE, POD, Config, ConfigKey
 from pilot.model.endpoint_index import ByPort, EndpointIndex
 from pilot.model.service import EMPTY_LABELS, Endpoint, Port, Protocol, Resolution, Service, ServiceEndpoints
 from pilot.registry.base import Changes, RegistryUpdate
@@ -29,6 +33,9 @@ REGISTRY = "Kubernetes"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
 LOCALITY_LABEL = "istio-locality"  # "region.zone.subzone" on a Pod
+REGION_LABEL = "topology.kubernetes.io/region"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+SUBZONE_LABEL = "topology.istio.io/subzone"
 _NON_TCP = ("UDP", "SCTP")
 
 ServiceRef = tuple[str, str]  # (namespace, name) of a Kubernetes Service
@@ -72,7 +79,7 @@ def convert_service(cfg: Config, domain_suffix: str) -> Service:
 
 class KubernetesRegistry:
     name = REGISTRY
-    kinds = frozenset({KUBE_SERVICE, ENDPOINT_SLICE, POD})
+    kinds = frozenset({KUBE_SERVICE, ENDPOINT_SLICE, POD, NODE})
 
     def __init__(self, endpoints: EndpointIndex, domain_suffix: str, cluster_id: str = "Kubernetes") -> None:
         self._index = endpoints
@@ -81,7 +88,9 @@ class KubernetesRegistry:
         self._service_objects: dict[ServiceRef, Config] = {}
         self._slices: dict[ConfigKey, Config] = {}
         self._slices_by_service: dict[ServiceRef, set[ConfigKey]] = {}
-        self._pod_labels: dict[PodRef, Mapping[str, str]] = {}
+        self._pods: dict[PodRef, _PodInfo] = {}
+        self._node_locality: dict[str, str] = {}  # node name -> "region/zone/subzone"
+        self._pods_on_node: dict[str, set[PodRef]] = {}
         self._pods_of_service: dict[ServiceRef, frozenset[PodRef]] = {}
         self._services_of_pod: dict[PodRef, set[ServiceRef]] = {}
         self._services: dict[str, Service] = {}  # by hostname
@@ -116,11 +125,25 @@ class KubernetesRegistry:
                         self._slices_by_service.setdefault(ref, set()).add(key)
             elif key.kind == POD:
                 pod = (key.namespace, key.name)
-                if cfg is None:
-                    self._pod_labels.pop(pod, None)
-                else:
-                    self._pod_labels[pod] = _frozen(cfg.labels)
+                old_info = self._pods.pop(pod, None)
+                if old_info is not None and old_info.node:
+                    self._pods_on_node.get(old_info.node, set()).discard(pod)
+                if cfg is not None:
+                    info = _PodInfo(_frozen(cfg.labels), _pod_node(cfg))
+                    self._pods[pod] = info
+                    if info.node:
+                        self._pods_on_node.setdefault(info.node, set()).add(pod)
                 affected.update(self._services_of_pod.get(pod, ()))
+            elif key.kind == NODE:
+                locality = _node_locality(cfg) if cfg is not None else ""
+                if locality:
+                    changed = self._node_locality.get(key.name) != locality
+                    self._node_locality[key.name] = locality
+                else:
+                    changed = self._node_locality.pop(key.name, None) is not None
+                if changed:
+                    for pod in self._pods_on_node.get(key.name, ()):
+                        affected.update(self._services_of_pod.get(pod, ()))
         update = RegistryUpdate()
         for ref in sorted(affected):
             self._settle(ref, update)
@@ -153,12 +176,22 @@ class KubernetesRegistry:
             self._set_pods(ref, frozenset())
         else:
             slices = [self._slices[k] for k in sorted(self._slices_by_service.get(ref, ()))]
-            by_port, pods = _slice_endpoints(service.ports, slices, self._pod_labels)
+            by_port, pods = _slice_endpoints(service.ports, slices, self._pod_view)
             self._set_pods(ref, pods)
         if self._index.update(hostname, namespace, self._shard, by_port):
             update.endpoints_changed(hostname, namespace)
             if service.resolution is Resolution.DNS:
                 update.service_changed(hostname, namespace)
+
+    def _pod_view(self, pod: PodRef) -> tuple[Mapping[str, str], str]:
+        """A Pod's labels and locality (its own istio-locality label, else its Node's topology)."""
+        info = self._pods.get(pod)
+        if info is None:
+            return EMPTY_LABELS, ""
+        own = info.labels.get(LOCALITY_LABEL, "")
+        if own:
+            return info.labels, own.replace(".", "/")
+        return info.labels, self._node_locality.get(info.node, "")
 
     def _set_pods(self, ref: ServiceRef, pods: frozenset[PodRef]) -> None:
         """Remember which Pods a Service's endpoints name, so a Pod change finds its Services."""
@@ -180,14 +213,35 @@ class KubernetesRegistry:
 
 
 def build(
-    services: Iterable[Config], endpoint_slices: Iterable[Config], pods: Iterable[Config], domain_suffix: str
+    services: Iterable[Config],
+    endpoint_slices: Iterable[Config],
+    pods: Iterable[Config],
+    domain_suffix: str,
+    nodes: Iterable[Config] = (),
 ) -> tuple[list[Service], dict[str, ServiceEndpoints]]:
     """The services and endpoints of a set of objects at once (tests, benchmarks, offline tools)."""
     index = EndpointIndex()
     registry = KubernetesRegistry(index, domain_suffix)
-    registry.apply({c.key: c for c in [*services, *endpoint_slices, *pods]})
+    registry.apply({c.key: c for c in [*services, *endpoint_slices, *pods, *nodes]})
     out = [registry.services()[h] for h in sorted(registry.services())]
     return out, {s.hostname: index.get(s.hostname, s.namespace) for s in out}
+
+
+@dataclass(frozen=True)
+class _PodInfo:
+    labels: Mapping[str, str]
+    node: str
+
+
+def _pod_node(cfg: Config) -> str:
+    return _str(_mapping(cfg.spec.get("spec")).get("nodeName"))
+
+
+def _node_locality(cfg: Config) -> str:
+    region, zone, subzone = (cfg.labels.get(label, "") for label in (REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL))
+    if not (region or zone or subzone):
+        return ""
+    return "/".join((region, zone, subzone)).rstrip("/")
 
 
 def _slice_service(cfg: Config | None) -> ServiceRef | None:
@@ -205,7 +259,7 @@ def _external_name(cfg: Config) -> str:
 def _slice_endpoints(
     ports: tuple[Port, ...],
     slices: list[Config],
-    pod_labels: Mapping[PodRef, Mapping[str, str]],
+    pod_view: Callable[[PodRef], tuple[Mapping[str, str], str]],
 ) -> tuple[dict[str, tuple[Endpoint, ...]], frozenset[PodRef]]:
     collected: dict[str, dict[tuple[str, int], Endpoint]] = {p.name: {} for p in ports}
     pods: set[PodRef] = set()
@@ -220,15 +274,15 @@ def _slice_endpoints(
             if not isinstance(ep, dict):
                 continue
             labels: Mapping[str, str] = EMPTY_LABELS
+            locality = ""
             target = _mapping(ep.get("targetRef"))
             if target.get("kind") == "Pod":
                 pod = (_str(target.get("namespace")) or es.namespace, _str(target.get("name")))
                 pods.add(pod)  # watched even while not ready: its readiness comes back through the slice
-                labels = pod_labels.get(pod, EMPTY_LABELS)
+                labels, locality = pod_view(pod)
             conditions = _mapping(ep.get("conditions"))
             if conditions.get("ready") is False:
                 continue
-            locality = labels.get(LOCALITY_LABEL, "").replace(".", "/")
             for address in _list(ep.get("addresses")):
                 if not isinstance(address, str) or not address:
                     continue

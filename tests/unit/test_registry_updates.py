@@ -171,3 +171,39 @@ def test_incremental_updates_equal_a_rebuild_from_scratch() -> None:
     for host, eps in {**kube_eps, **se_eps}.items():
         svc = registry.services()[host]
         assert index.get(host, svc.namespace).by_port == {k: v for k, v in eps.by_port.items() if v}
+
+
+def test_endpoint_locality_comes_from_the_pods_node_unless_the_pod_says_otherwise() -> None:
+    index = EndpointIndex()
+    registry = KubernetesRegistry(index, DOMAIN)
+    service = kobj("Service", "web", spec={"clusterIP": "10.96.0.5", "ports": [{"name": "http", "port": 80}]})
+    slice_ = kobj(
+        "EndpointSlice",
+        "web-1",
+        labels={"kubernetes.io/service-name": "web"},
+        ports=[{"name": "http", "port": 8080}],
+        endpoints=[
+            {"addresses": ["10.1.0.1"], "targetRef": {"kind": "Pod", "name": "a"}},
+            {"addresses": ["10.1.0.2"], "targetRef": {"kind": "Pod", "name": "b"}},
+        ],
+    )
+    pod_a = kobj("Pod", "a", labels={"app": "web"}, spec={"nodeName": "n1"})
+    pod_b = kobj("Pod", "b", labels={"app": "web", "istio-locality": "eu.west.x"}, spec={"nodeName": "n1"})
+    node = kobj(
+        "Node", "n1", ns="", labels={"topology.kubernetes.io/region": "us", "topology.kubernetes.io/zone": "us-1"}
+    )
+    registry.apply({c.key: c for c in (service, slice_, pod_a, pod_b, node)})
+    host = "web.default.svc.cluster.local"
+
+    def localities() -> dict[str, str]:
+        return {e.address: e.locality for e in index.get(host, "default").by_port["http"]}
+
+    assert localities() == {"10.1.0.1": "us/us-1", "10.1.0.2": "eu/west/x"}
+    moved = kobj(
+        "Node", "n1", ns="", labels={"topology.kubernetes.io/region": "us", "topology.kubernetes.io/zone": "us-2"}
+    )
+    update = registry.apply({moved.key: moved})
+    assert update.endpoints == {eps_key(host)} and not update.services
+    assert localities() == {"10.1.0.1": "us/us-2", "10.1.0.2": "eu/west/x"}
+    unrelated = kobj("Node", "n9", ns="", labels={"topology.kubernetes.io/region": "ap"})
+    assert not registry.apply({unrelated.key: unrelated})
