@@ -53,6 +53,13 @@ class Config:
     source: str = ""  # file path (or other origin) the object came from
     # Changes whenever the object's content changes; lets consumers skip no-op updates.
     content_hash: int = 0
+    # For an object merged from several (DestinationRules for one host): the keys of all of them, in order.
+    merged_from: tuple[ConfigKey, ...] = ()
+
+    @property
+    def keys(self) -> tuple[ConfigKey, ...]:
+        """The config keys this object stands for: its own, or those it was merged from."""
+        return self.merged_from or (self.key,)
 
     @property
     def kind(self) -> str:

@@ -11,6 +11,7 @@ endpoint-only push updates without building a new context (as istiod's EndpointI
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -42,6 +43,7 @@ _INDEX_INPUTS: dict[str, frozenset[str]] = {
     "virtual_services": frozenset({VIRTUAL_SERVICE}),
     "uses_source_labels": frozenset({VIRTUAL_SERVICE}),
     "_destination_rules_by_host": frozenset({DESTINATION_RULE}),
+    "_rule_conflicts": frozenset({DESTINATION_RULE}),
     "_wildcard_destination_rule_hosts": frozenset({DESTINATION_RULE}),
     "_destination_rule_memo": frozenset({DESTINATION_RULE, SERVICE_KIND}),
     "gateways": frozenset({GATEWAY}),
@@ -201,10 +203,19 @@ class PushContext:
 
     @cached_property
     def _destination_rules_by_host(self) -> Mapping[str, tuple[Config, ...]]:
+        """DestinationRules by resolved host, those of one namespace for one host merged (see merge_rules)."""
         index: dict[str, list[Config]] = {}
         for cfg in self._of_kind(DESTINATION_RULE):
             index.setdefault(resolve_short_name(cfg.spec.host, cfg.namespace, self.domain_suffix), []).append(cfg)
-        return {k: tuple(v) for k, v in index.items()}
+        merged: dict[str, tuple[Config, ...]] = {}
+        for host, rules in index.items():
+            merged[host] = tuple(merge_rules(host, rules, self._rule_conflicts))
+        return merged
+
+    @cached_property
+    def _rule_conflicts(self) -> dict[str, str]:
+        """Problems found while merging DestinationRules, by host (reported in push_status)."""
+        return {}
 
     @cached_property
     def gateways(self) -> tuple[Config, ...]:
@@ -389,6 +400,9 @@ class PushContext:
     def proxy_status(self) -> dict[str, dict[str, dict[str, str]]]:
         """istiod's push_status conditions, from the current services and live endpoints."""
         status: dict[str, dict[str, dict[str, str]]] = {}
+        _ = self._destination_rules_by_host  # merging records its conflicts
+        for host, message in sorted(self._rule_conflicts.items()):
+            status.setdefault("pilot_destrule_subsets", {})[host] = {"message": message}
         for host, svc in sorted(self.services.items()):
             if svc.resolution.value != "STATIC":
                 continue
@@ -398,6 +412,40 @@ class PushContext:
             for port in svc.ports:
                 status.setdefault("pilot_eds_no_instances", {})[f"outbound|{port.number}||{host}"] = {}
         return status
+
+
+def merge_rules(host: str, rules: Sequence[Config], conflicts: dict[str, str]) -> list[Config]:
+    """istiod's mergeDestinationRule: DestinationRules of one namespace for one host, with the same exportTo
+    and no workload selector, act as one: subsets are joined (a duplicate name keeps the first one and is
+    reported), and the first rule that has a traffic policy gives it. Rules come in key order, which stands
+    for istiod's creation order. Others stay separate, as in istiod.
+    """
+    out: list[Config] = []
+    groups: dict[tuple[str, tuple[str, ...]], int] = {}  # (namespace, exportTo) -> index in out
+    for rule in rules:
+        spec = rule.spec
+        if spec.workload_selector is not None and spec.workload_selector.match_labels:
+            out.append(rule)
+            continue
+        group = (rule.namespace, tuple(sorted(spec.export_to or ())))
+        at = groups.get(group)
+        if at is None:
+            groups[group] = len(out)
+            out.append(rule)
+            continue
+        base = out[at]
+        subsets = list(base.spec.subsets or ())
+        names = {s.name for s in subsets}
+        for subset in spec.subsets or ():
+            if subset.name in names:
+                conflicts[host] = f"Duplicate subset {subset.name} found while merging destination rules for {host}"
+                continue
+            subsets.append(subset)
+            names.add(subset.name)
+        policy = base.spec.traffic_policy if base.spec.traffic_policy is not None else spec.traffic_policy
+        merged_spec = dataclasses.replace(base.spec, subsets=subsets, traffic_policy=policy)
+        out[at] = dataclasses.replace(base, spec=merged_spec, merged_from=(*base.keys, rule.key))
+    return out
 
 
 def _sidecar_scope(chosen: Config | None, namespace: str) -> SidecarScope:

@@ -135,7 +135,11 @@ def _compute(push: PushContext, proxy: Proxy, view: View) -> ProxyScope:
         )
         sidecar = egress.sidecar.key if egress.sidecar is not None else None
     rules = frozenset(
-        rule.key for host in hosts for rule in push.destination_rules_for(host) if exported_to(rule, proxy.namespace)
+        key
+        for host in hosts
+        for rule in push.destination_rules_for(host)
+        if exported_to(rule, proxy.namespace)
+        for key in rule.keys  # merged DestinationRules stand for several objects
     )
     return ProxyScope(
         view=view,

@@ -487,8 +487,8 @@ def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Un
     seen: set[str] = set()
     for service in scope.services:
         rule = push.destination_rule(proxy.namespace, service.hostname)
-        rule_key = rule.key if rule is not None else None
-        deps = (ConfigKey(SERVICE_KIND, service.namespace, service.hostname),) + ((rule_key,) if rule_key else ())
+        rule_keys = rule.keys if rule is not None else ()  # several when DestinationRules were merged
+        deps = (ConfigKey(SERVICE_KIND, service.namespace, service.hostname), *rule_keys)
         subsets = [s.name for s in (rule.spec.subsets or ()) if s.name] if rule is not None else []
         for port in sorted(service.ports, key=lambda p: p.number):
             for subset in ["", *subsets]:
@@ -496,7 +496,7 @@ def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Un
                 if name in seen:
                     continue  # duplicate subset names: the first one wins
                 seen.add(name)
-                key = ("cds", name, proxy.is_router, proxy.xds_api, rule_key)
+                key = ("cds", name, proxy.is_router, proxy.xds_api, rule_keys)
                 units.append(Unit(key, deps, partial(_build_one, proxy, push, service, port, subset, rule)))
     units.append(_static_unit(names.BLACKHOLE_CLUSTER, blackhole_cluster))
     units.append(_static_unit(names.PASSTHROUGH_CLUSTER, passthrough_cluster))

@@ -45,7 +45,7 @@ def endpoint_unit(proxy: Proxy, push: PushContext, cluster_name: str) -> Unit | 
         ConfigKey(ENDPOINTS_KIND, service.namespace, service.hostname),
     ]
     if rule is not None:
-        deps.append(rule.key)
+        deps.extend(rule.keys)
 
     def build() -> tuple[endpoint_pb2.ClusterLoadAssignment]:
         endpoints = push.service_endpoints(parsed.host).for_port(port)
@@ -53,7 +53,7 @@ def endpoint_unit(proxy: Proxy, push: PushContext, cluster_name: str) -> Unit | 
             endpoints = tuple(ep for ep in endpoints if labels_match(labels, ep.labels))
         return (load_assignment(cluster_name, endpoints),)
 
-    return Unit(("eds", cluster_name, rule.key if rule is not None else None), tuple(deps), build)
+    return Unit(("eds", cluster_name, rule.keys if rule is not None else ()), tuple(deps), build)
 
 
 def build_endpoint(proxy: Proxy, push: PushContext, cluster_name: str) -> endpoint_pb2.ClusterLoadAssignment | None:

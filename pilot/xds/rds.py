@@ -306,7 +306,8 @@ def _vs_parts_deps(push: PushContext, bound: BoundVirtualService) -> tuple[Confi
         svc = push.service(host)
         if svc is not None:
             deps.append(ConfigKey(SERVICE_KIND, svc.namespace, host))
-        deps.extend(rule.key for rule in push.destination_rules_for(host))
+        for rule in push.destination_rules_for(host):
+            deps.extend(rule.keys)
     return tuple(deps)
 
 
@@ -512,10 +513,10 @@ def _default_route_encoded(proxy: Proxy, push: PushContext, svc: Service, port: 
     rule = push.destination_rule(proxy.namespace, svc.hostname)
     deps: tuple[ConfigKey, ...] = (ConfigKey(SERVICE_KIND, svc.namespace, svc.hostname),)
     if rule is not None:
-        deps += (rule.key,)
+        deps += rule.keys
     cluster = names.outbound_cluster(port, "", svc.hostname)
     return parts.get_or_build(
-        ("rds-default", svc.hostname, port, rule.key if rule is not None else None),
+        ("rds-default", svc.hostname, port, rule.keys if rule is not None else ()),
         deps,
         lambda: _encode_routes((_default_route(proxy, push, svc, port, cluster),)),
     )

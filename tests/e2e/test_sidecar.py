@@ -190,3 +190,29 @@ async def test_live_edit_and_endpoint_removal(sc: SidecarEnv, backends: Backends
     counts = await client.count(60, sc.port, "productpage")
     assert counts == {"v1": 60}, counts_str(counts)
     assert v1b.hits == 0, f"the removed endpoint still got {v1b.hits} requests"
+
+
+async def test_subsets_split_over_two_destination_rules(sc: SidecarEnv, backends: Backends, client: HttpClient) -> None:
+    """Istio's "split large destination rules": v1 and v2 live in two DestinationRules for one host. Both
+    subsets must exist; a second rule replacing the first would turn the v1 route into 503s."""
+    v1, v2 = await backends.start("v1", "v2", same_port=True)
+    vs = virtual_service(
+        "split",
+        ["split"],
+        [
+            {"match": [{"headers": {"to": {"exact": "v1"}}}], "route": [route_to("split", "v1")]},
+            {"route": [route_to("split", "v2")]},
+        ],
+    )
+    sc.write_kube_service(
+        "split",
+        "10.96.0.54",
+        [v1, v2],
+        destination_rule("split-v1", "split", ["v1"]),
+        destination_rule("split-v2", "split", ["v2"]),
+        vs,
+    )
+    await client.wait_routed(sc.port, "split", only("v2"), batch=20, within=ROUTE_TIMEOUT, describe=sc.diagnostics)
+    await client.wait_routed(sc.port, "split", only("v1"), headers={"to": "v1"}, within=ROUTE_TIMEOUT)
+    assert await client.count(20, sc.port, "split", headers={"to": "v1"}) == {"v1": 20}
+    assert await client.count(20, sc.port, "split") == {"v2": 20}
