@@ -14,6 +14,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from pilot.httpbody import read_bounded
 from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from pilot.xds.server import DiscoveryServer
 
@@ -34,9 +35,9 @@ async def discovery(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=f"unknown discovery type {request.match_info['type']!r}\n")
     if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_REQUEST_BYTES, actual_size=request.content_length)
-    body = await request.content.read(MAX_REQUEST_BYTES + 1)
-    if len(body) > MAX_REQUEST_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_REQUEST_BYTES, actual_size=len(body))
+    body = await read_bounded(request, MAX_REQUEST_BYTES)
+    if body is None:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_REQUEST_BYTES, actual_size=MAX_REQUEST_BYTES + 1)
     parsed = discovery_pb2.DiscoveryRequest()
     try:
         json_format.Parse(body or b"{}", parsed, ignore_unknown_fields=True)

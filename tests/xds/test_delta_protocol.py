@@ -624,6 +624,14 @@ async def test_rest_discovery_with_not_modified(http: aiohttp.ClientSession, pil
     assert status == 200 and rest_names(routes) == ["80"]
 
 
+async def test_rest_reads_a_large_request_to_its_end(http: aiohttp.ClientSession, pilot: PilotServer) -> None:
+    """A proxy with tens of thousands of EDS names sends a request of megabytes: it arrives in many reads."""
+    names = [A, *(f"outbound|80||ghost-{i}-with-a-long-name.example.com" for i in range(40_000))]
+    status, body = await rest_post(http, pilot, "endpoints", {"node": {"id": NODE_ID}, "resourceNames": names})
+    assert status == 200, body
+    assert rest_names(body) == [A]
+
+
 async def test_rest_rejects_bad_requests(http: aiohttp.ClientSession, pilot: PilotServer) -> None:
     status, body = await rest_post(http, pilot, "secrets", {"node": {"id": NODE_ID}})
     assert status == 404 and "secrets" in body["text"]  # type: ignore[operator]
