@@ -12,6 +12,7 @@ endpoint-only push updates without building a new context (as istiod's EndpointI
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,6 +34,12 @@ from pilot.model.environment import ROOT_NAMESPACE, Environment
 from pilot.model.host import MESH_GATEWAY, matches, resolve_gateway_name, resolve_short_name, subset_of
 from pilot.model.proxy import Proxy
 from pilot.model.service import Port, Protocol, Service, ServiceEndpoints, labels_match
+from pilot.push.delegation import is_delegate, merge_virtual_service
+
+log = logging.getLogger(__name__)
+
+# push_status map of delegate routes dropped while merging them into their roots (pilot's own: istiod only logs).
+DELEGATE_STATUS = "pilot_vservice_delegate"
 
 # The routing kinds a PushContext indexes; services come from the registry (pseudo-kind SERVICE_KIND).
 ROUTING_KINDS = (VIRTUAL_SERVICE, DESTINATION_RULE, GATEWAY, SIDECAR)
@@ -41,6 +48,7 @@ ROUTING_KINDS = (VIRTUAL_SERVICE, DESTINATION_RULE, GATEWAY, SIDECAR)
 # them changed. Indexes not listed here are per-context.
 _INDEX_INPUTS: dict[str, frozenset[str]] = {
     "virtual_services": frozenset({VIRTUAL_SERVICE}),
+    "_delegate_problems": frozenset({VIRTUAL_SERVICE}),
     "uses_source_labels": frozenset({VIRTUAL_SERVICE}),
     "_destination_rules_by_host": frozenset({DESTINATION_RULE}),
     "_rule_conflicts": frozenset({DESTINATION_RULE}),
@@ -93,11 +101,18 @@ class SidecarScope:
 
 @dataclass(frozen=True)
 class BoundVirtualService:
-    """A VirtualService with its hosts and gateways resolved to FQDN / ``ns/name`` form."""
+    """A VirtualService with its hosts and gateways resolved to FQDN / ``ns/name`` form; for a root, ``config``
+    has its delegates' routes merged in and ``delegates`` names every delegate it refers to."""
 
     config: Config
     hosts: tuple[str, ...]
     gateways: tuple[str, ...]  # "mesh" or "ns/name"
+    delegates: tuple[ConfigKey, ...] = ()
+
+    @property
+    def keys(self) -> tuple[ConfigKey, ...]:
+        """The VirtualServices whose change can change these routes: this one and its delegates."""
+        return (self.config.key, *self.delegates)
 
 
 View = tuple[object, ...]
@@ -193,13 +208,29 @@ class PushContext:
 
     @cached_property
     def virtual_services(self) -> tuple[BoundVirtualService, ...]:
+        """The VirtualServices that route (those with hosts), delegate routes merged into their roots once per
+        change of VirtualServices (istiod's MergedVirtualServices); delegates themselves never route."""
+        all_vs = self._of_kind(VIRTUAL_SERVICE)
+        by_key = {cfg.key: cfg for cfg in all_vs}
+        problems = self._delegate_problems
         bound = []
-        for cfg in self._of_kind(VIRTUAL_SERVICE):
-            spec = cfg.spec
-            hosts = tuple(resolve_short_name(h, cfg.namespace, self.domain_suffix) for h in spec.hosts)
-            gateways = [resolve_gateway_name(gw, cfg.namespace) for gw in spec.gateways or [MESH_GATEWAY]]
-            bound.append(BoundVirtualService(cfg, hosts, tuple(gateways)))
+        for cfg in all_vs:
+            if is_delegate(cfg):
+                continue
+            merged = merge_virtual_service(cfg, by_key.get, self.domain_suffix)
+            if merged.problems:
+                problems[f"{cfg.namespace}/{cfg.name}"] = merged.problems
+                for problem in merged.problems:
+                    log.warning("VirtualService %s/%s: %s", cfg.namespace, cfg.name, problem)
+            hosts = tuple(resolve_short_name(h, cfg.namespace, self.domain_suffix) for h in cfg.spec.hosts)
+            gateways = [resolve_gateway_name(gw, cfg.namespace) for gw in cfg.spec.gateways or [MESH_GATEWAY]]
+            bound.append(BoundVirtualService(merged.config, hosts, tuple(gateways), merged.delegates))
         return tuple(bound)
+
+    @cached_property
+    def _delegate_problems(self) -> dict[str, tuple[str, ...]]:
+        """Delegate routes dropped while merging (missing, not exported, conflicting), by root ``ns/name``."""
+        return {}
 
     @cached_property
     def _destination_rules_by_host(self) -> Mapping[str, tuple[Config, ...]]:
@@ -393,16 +424,35 @@ class PushContext:
             selected = sidecar.key if sidecar is not None else None
         labels = tuple(sorted(proxy.labels.items())) if self.uses_source_labels else ()
         interception = str(proxy.metadata.get("INTERCEPTION_MODE", ""))
-        return (proxy.type, proxy.namespace, proxy.dns_domain, interception, selected, labels, proxy.xds_api)
+        # Which generator serves the node: Envoy's (""), or "grpc" for proxyless gRPC (pilot.xds.grpcgen).
+        generator = str(proxy.metadata.get("GENERATOR") or "")
+        return (proxy.type, proxy.namespace, proxy.dns_domain, interception, selected, labels, proxy.xds_api, generator)
 
     # ----- status -----
 
+    @cached_property
+    def _generation_status(self) -> dict[str, dict[str, dict[str, str]]]:
+        """Conditions met while generating some proxy's config in this context (see add_status)."""
+        return {}
+
+    def add_status(self, metric: str, key: str, proxy_id: str, message: str) -> None:
+        """istiod's PushContext.AddMetric: a condition a generator met for one proxy (e.g. a duplicate virtual
+        host), shown in push_status until the next context. As in istiod, config served from the cache is not
+        generated again, so it is not reported again."""
+        self._generation_status.setdefault(metric, {})[key] = {"proxy": proxy_id, "message": message}
+
     def proxy_status(self) -> dict[str, dict[str, dict[str, str]]]:
-        """istiod's push_status conditions, from the current services and live endpoints."""
+        """istiod's push_status conditions, from the current services and live endpoints, the merging of
+        DestinationRules and delegate VirtualServices, and what generation met."""
         status: dict[str, dict[str, dict[str, str]]] = {}
+        for metric, entries in sorted(self._generation_status.items()):
+            status[metric] = dict(sorted(entries.items()))
         _ = self._destination_rules_by_host  # merging records its conflicts
         for host, message in sorted(self._rule_conflicts.items()):
             status.setdefault("pilot_destrule_subsets", {})[host] = {"message": message}
+        _ = self.virtual_services  # so does merging delegates
+        for root, problems in sorted(self._delegate_problems.items()):
+            status.setdefault(DELEGATE_STATUS, {})[root] = {"message": "; ".join(problems)}
         for host, svc in sorted(self.services.items()):
             if svc.resolution.value != "STATIC":
                 continue

@@ -12,9 +12,10 @@ two questions:
   changes (a new object is nobody's dependency yet: it changes the set instead).
 
 Sidecars: the services their Sidecar egress listeners (or the implicit ``*/*``) import and exportTo allows,
-the mesh-bound VirtualServices for those hosts, the DestinationRules that may apply to them, and the
-Sidecar itself (a Sidecar in their own or the root namespace may start to apply). Routers: the services
-visible in their namespace, the Gateways selecting them, the VirtualServices bound to those Gateways.
+the mesh-bound VirtualServices for those hosts, the DestinationRules that may apply to them, and the Sidecar
+itself (a Sidecar in their own or the root namespace may start to apply). Routers: the services visible in
+their namespace, the Gateways selecting them, the VirtualServices bound to those Gateways. A root
+VirtualService in view brings in its delegates: their changes change its merged routes.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class ProxyScope:
     root_namespace: str
     services: tuple[Service, ...]  # what outbound config is built for, in hostname order
     hosts: frozenset[str]
-    virtual_services: frozenset[ConfigKey]
+    virtual_services: frozenset[ConfigKey]  # those in view and the delegates merged into them
     destination_rules: frozenset[ConfigKey]
     gateways: frozenset[ConfigKey]
     sidecar: ConfigKey | None
@@ -124,14 +125,19 @@ def _compute(push: PushContext, proxy: Proxy, view: View) -> ProxyScope:
     hosts = frozenset(s.hostname for s in services)
     if proxy.is_router:
         gateways = push.gateways_for_proxy(proxy)
-        virtual_services = frozenset(vs.config.key for gw in gateways for vs in push.gateway_virtual_services(gw))
+        virtual_services = frozenset(
+            key for gw in gateways for vs in push.gateway_virtual_services(gw) for key in vs.keys
+        )
         gateway_keys = frozenset(gw.key for gw in gateways)
         sidecar = None
     else:
         gateway_keys = frozenset()
         egress = push.sidecar_scope(proxy)
         virtual_services = frozenset(
-            vs.config.key for listener in egress.egress for vs in push.sidecar_virtual_services(proxy, listener)
+            key
+            for listener in egress.egress
+            for vs in push.sidecar_virtual_services(proxy, listener)
+            for key in vs.keys  # a root's routes are also its delegates'
         )
         sidecar = egress.sidecar.key if egress.sidecar is not None else None
     rules = frozenset(

@@ -19,8 +19,13 @@ consistent-hash policies from DestinationRules). Per-route filter configs use th
 ``pilot.xds.names`` (fault, CORS). Output is deterministic: maps are walked in sorted key order and virtual
 hosts are sorted by name.
 
-Not supported: delegate VirtualServices, JWT-claim header matches (``@request.auth.claims.*``; such
-matchers are dropped), exponential delays and HTTP/2-error aborts (as in Istio), EnvoyFilter patches.
+Delegate VirtualServices arrive here already merged into their roots (``PushContext.virtual_services``).
+Several VirtualServices for one host come in istiod's order (``visibility_order``): on a sidecar the first
+one's virtual host wins and the others are reported in push_status (``pilot_vservice_dup_domain``); on a
+gateway their routes are concatenated, catch-all routes last.
+
+Not supported: JWT-claim header matches (``@request.auth.claims.*``; such matchers are dropped), exponential
+delays and HTTP/2-error aborts (as in Istio), EnvoyFilter patches.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ _VHOST_ROUTES = 3  # VirtualHost.routes
 ROUTE_CONFIGURATION_TYPE = "type.googleapis.com/" + route_pb2.RouteConfiguration.DESCRIPTOR.full_name
 
 DEFAULT_ROUTE_NAME = "default"
+DUPLICATED_DOMAINS = "pilot_vservice_dup_domain"  # istiod's push_status map of virtual hosts dropped as duplicates
 BLACKHOLE_VHOST = "blackhole"
 # Istio's DefaultMaxDirectResponseBodySizeBytes; Envoy's own default (4 KiB) is too small for real bodies.
 MAX_DIRECT_RESPONSE_BODY_BYTES = 1024 * 1024
@@ -240,6 +246,16 @@ def _sidecar_route_config(proxy: Proxy, push: PushContext, name: str, parts: Rou
     return head + b"".join(length_field(_ROUTE_CONFIG_VHOSTS, vhost) for vhost in encoded)
 
 
+def sidecar_virtual_hosts(proxy: Proxy, push: PushContext, port: int, parts: RouteParts) -> list[rc.VirtualHost]:
+    """The service virtual hosts of a sidecar's route configuration ``"<port>"`` (no catch-all), by name;
+    for generators that serve some of them on their own (pilot.xds.grpcgen_rds)."""
+    egress = _egress_for_port(push.sidecar_scope(proxy).egress, port)
+    if egress is None:
+        return []
+    vhosts = sorted(_sidecar_virtual_hosts(proxy, push, egress, port, parts), key=lambda vh: vh.name)
+    return [rc.VirtualHost.FromString(vh.encoded) for vh in vhosts]
+
+
 def _egress_for_port(listeners: Sequence[EgressListener], port: int) -> EgressListener | None:
     """Istio's GetEgressListenerForRDS: the first listener on this port, or the first catch-all one."""
     for egress in listeners:
@@ -291,7 +307,8 @@ def _vs_parts_key(proxy: Proxy, push: PushContext, bound: BoundVirtualService, p
 
 
 def _vs_parts_deps(push: PushContext, bound: BoundVirtualService) -> tuple[ConfigKey, ...]:
-    """The VirtualService, and the services and DestinationRules of every host it routes or mirrors to."""
+    """The VirtualService (and its delegates), and the services and DestinationRules of every host it routes or
+    mirrors to."""
     spec = bound.config.spec
     hosts: set[str] = set()
     for http in spec.http or ():
@@ -301,7 +318,7 @@ def _vs_parts_deps(push: PushContext, bound: BoundVirtualService) -> tuple[Confi
         for dest in destinations:
             if dest is not None and dest.host:
                 hosts.add(resolve_short_name(dest.host, bound.config.namespace, push.domain_suffix))
-    deps: list[ConfigKey] = [bound.config.key]
+    deps: list[ConfigKey] = list(bound.keys)  # a root's merged routes change with its delegates
     for host in sorted(hosts):
         svc = push.service(host)
         if svc is not None:
@@ -315,7 +332,7 @@ def _sidecar_virtual_hosts(
     proxy: Proxy, push: PushContext, egress: EgressListener, port: int, parts: RouteParts
 ) -> list[_EncodedVhost]:
     services = {svc.hostname: svc for svc in push.visible_services(proxy, egress) if svc.port_by_number(port)}
-    virtual_services = push.sidecar_virtual_services(proxy, egress)
+    virtual_services = visibility_order(push.sidecar_virtual_services(proxy, egress), proxy.namespace)
     owners = _service_owners(services, virtual_services)
 
     wrappers: list[_VhostWrapper] = []
@@ -360,6 +377,25 @@ def _sidecar_virtual_hosts(
             if vhost is not None:
                 vhosts.append(vhost)
     return vhosts
+
+
+def visibility_order(virtual_services: Sequence[BoundVirtualService], namespace: str) -> list[BoundVirtualService]:
+    """The order in which istiod hands a proxy of ``namespace`` its VirtualServices (SelectVirtualServices for
+    sidecars, VirtualServicesForGateway for routers): those of its own namespace exported only to namespaces
+    by name, then those of other namespaces exported to it by name, then the public ones (exportTo unset or
+    ``*``); key order (standing for creation time) within each. Which VirtualService wins a host on a sidecar,
+    and the order of merged gateway routes, follow from it."""
+    ranks = [_visibility_rank(vs.config, namespace) for vs in virtual_services]
+    if len(set(ranks)) <= 1:
+        return list(virtual_services)
+    return [vs for _, _, vs in sorted(zip(ranks, range(len(ranks)), virtual_services, strict=True))]
+
+
+def _visibility_rank(vs: Config, namespace: str) -> int:
+    export_to = {vs.namespace if target == "." else target for target in vs.spec.export_to or ()}
+    if not export_to or "*" in export_to:
+        return 2
+    return 0 if vs.namespace == namespace else 1
 
 
 def _is_http_port(svc: Service, port: int) -> bool:
@@ -428,8 +464,11 @@ def _sidecar_vhost(
     dedupe: _DomainDedupe,
 ) -> _EncodedVhost | None:
     vhost_name = names.vhost_name(hostname, wrapper.port)
+    # istiod's BuildSidecarOutboundVirtualHosts: the first virtual host for a name wins; the others are counted.
+    duplicate = f"duplicate domain from {'virtual service' if svc is None else 'service'}: {vhost_name}"
     if vhost_name in dedupe.vhost_names:
-        log.debug("proxy %s: duplicate virtual host %s dropped", proxy.id, vhost_name)
+        log.debug("proxy %s: %s (dropped)", proxy.id, duplicate)
+        push.add_status(DUPLICATED_DOMAINS, vhost_name, proxy.short_id, duplicate)
         return None
     dedupe.vhost_names.add(vhost_name)
     if svc is None:
@@ -446,6 +485,8 @@ def _sidecar_vhost(
             continue
         kept.append(domain)
         dedupe.used.add(domain)
+    if len(kept) != len(domains):
+        push.add_status(DUPLICATED_DOMAINS, vhost_name, proxy.short_id, duplicate)
     if not kept:
         return None
     head = rc.VirtualHost(name=vhost_name, domains=kept, include_request_attempt_count=True).SerializeToString()
@@ -583,9 +624,8 @@ def _gateway_route_config(proxy: Proxy, push: PushContext, name: str) -> route_p
         is_tls = server.tls is not None and name.startswith("https.")
         https_redirect = server.tls is not None and bool(server.tls.https_redirect)
         server_hosts = [_sanitize_server_host(h, gateway.namespace) for h in server.hosts or ()]
-        for bound in push.gateway_virtual_services(gateway):
-            if not exported_to(bound.config, proxy.namespace):
-                continue
+        visible = [vs for vs in push.gateway_virtual_services(gateway) if exported_to(vs.config, proxy.namespace)]
+        for bound in visibility_order(visible, proxy.namespace):
             hosts = _intersect_hosts(_hosts_for_namespace(server_hosts, bound.config.namespace), bound.hosts)
             if not hosts:
                 continue
@@ -702,8 +742,7 @@ def _virtual_service_routes(
     """Istio's BuildHTTPRoutesForVirtualService: one route per (http, match), stopping after a catch-all."""
     out: list[rc.Route] = []
     for http in bound.config.spec.http or ():
-        if http.delegate is not None:
-            log.debug("virtual service %s: delegate routes are not supported", bound.config.key)
+        if http.delegate is not None:  # PushContext merges delegates into their roots; none is left here
             continue
         catch_all = False
         if not http.match:
@@ -733,7 +772,7 @@ def _is_catch_all(route: rc.Route) -> bool:
     elif spec == "path_separated_prefix":
         catch_all = match.path_separated_prefix == "/"
     elif spec == "safe_regex":
-        catch_all = match.safe_regex.regex == "*"
+        catch_all = match.safe_regex.regex == ".*"
     else:
         catch_all = False
     return catch_all and not match.headers and not match.query_parameters and not match.dynamic_metadata
