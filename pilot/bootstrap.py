@@ -9,18 +9,23 @@ How the proxy talks xDS (``xds_api``):
   of each listener at ``self``, so those follow the same API to the same server.
 * ``rest``: no gRPC; Envoy polls ``POST /v3/discovery:<type>`` (JSON) on pilot's HTTP (monitoring) port over
   HTTP/1.1 every ``REST_REFRESH_DELAY``; EDS and RDS follow through ``self`` as above.
+
+``build_grpc_bootstrap`` writes instead what a proxyless gRPC client reads from the file named by
+``GRPC_XDS_BOOTSTRAP`` (as Istio's agent writes it): pilot as the one xDS server over plaintext ADS, and a node
+whose metadata asks for the grpc generator (``GENERATOR: grpc``) with the client's namespace and labels.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
 from pilot.model.proxy import parse_proxy
-from pilot.xds.names import REST_REFRESH_DELAY_S, XDS_GRPC_CLUSTER, XDS_REST_CLUSTER
+from pilot.xds.names import REST_REFRESH_DELAY_S, SDS_CLUSTER, SDS_SOCKET, XDS_GRPC_CLUSTER, XDS_REST_CLUSTER
 
 XDS_CLUSTER = XDS_GRPC_CLUSTER
 XDS_APIS = ("ads", "delta", "grpc", "delta-grpc", "rest")
@@ -53,6 +58,26 @@ def _static_cluster(name: str, host: str, port: int, *, http2: bool) -> dict[str
             }
         }
     return cluster
+
+
+def sds_cluster(socket_path: str = SDS_SOCKET) -> dict[str, Any]:
+    """Istio's ``sds-grpc`` bootstrap cluster: the node agent's SDS server (workload certificates ``default`` and
+    ``ROOTCA``, which pilot's mTLS config refers to) on a unix socket, over HTTP/2."""
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket_path}}}}]}],
+        },
+    }
 
 
 def _dynamic_resources(xds_api: str) -> dict[str, Any]:
@@ -104,7 +129,10 @@ def build_bootstrap(
     xds_api: str = "ads",
     rest_host: str = "127.0.0.1",
     rest_port: int = 15014,
+    sds_socket: str | None = None,
 ) -> dict[str, Any]:
+    """``sds_socket``: also define Istio's ``sds-grpc`` cluster on that unix socket (the node agent's, by default
+    ``names.SDS_SOCKET``), which mesh mTLS needs for the workload certificates."""
     # Validates the id the same way the server will, so a bad id fails here rather than at connect time.
     proxy = parse_proxy(node_id, {"NAMESPACE": namespace} if namespace else None)
     dynamic = _dynamic_resources(xds_api)
@@ -118,9 +146,46 @@ def build_bootstrap(
         "node": {"id": node_id, "cluster": f"{app}.{proxy.namespace}", "metadata": metadata},
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
         "dynamic_resources": dynamic,
-        "static_resources": {"clusters": [cluster]},
+        "static_resources": {"clusters": [cluster] if sds_socket is None else [cluster, sds_cluster(sds_socket)]},
     }
 
 
 def render_bootstrap(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False)
+
+
+GRPC_GENERATOR = "grpc"  # node.metadata.GENERATOR that selects pilot.xds.grpcgen
+
+
+def build_grpc_bootstrap(
+    node_id: str,
+    xds_host: str,
+    xds_port: int,
+    *,
+    labels: Mapping[str, str] | None = None,
+    namespace: str | None = None,
+) -> dict[str, Any]:
+    """A gRPC xDS bootstrap (gRFC A27/A30): ``xds_servers`` with pilot's address, insecure channel credentials
+    and ``xds_v3``; the node with its id, and metadata GENERATOR, NAMESPACE and LABELS."""
+    proxy = parse_proxy(node_id, {"NAMESPACE": namespace} if namespace else None)
+    host = f"[{xds_host}]" if ":" in xds_host else xds_host
+    app = (labels or {}).get("app") or proxy.pod_name
+    metadata: dict[str, Any] = {
+        "GENERATOR": GRPC_GENERATOR,
+        "NAMESPACE": proxy.namespace,
+        "LABELS": dict(labels or {}),
+    }
+    return {
+        "xds_servers": [
+            {
+                "server_uri": f"{host}:{xds_port}",
+                "channel_creds": [{"type": "insecure"}],
+                "server_features": ["xds_v3"],
+            }
+        ],
+        "node": {"id": node_id, "cluster": f"{app}.{proxy.namespace}", "metadata": metadata},
+    }
+
+
+def render_grpc_bootstrap(config: dict[str, Any]) -> str:
+    return json.dumps(config, indent=2) + "\n"

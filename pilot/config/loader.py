@@ -3,8 +3,9 @@
 One call handles one file (``source``). Each YAML document (and each item of a ``kind: List`` document) is
 one object:
 
-- ``networking.istio.io/{v1,v1beta1,v1alpha3}`` kinds pilot knows are converted and validated by
-  :func:`pilot.config.validation.check`; the typed message becomes ``Config.spec``.
+- ``networking.istio.io/{v1,v1beta1,v1alpha3}`` kinds pilot knows, and ``security.istio.io/{v1,v1beta1}``
+  PeerAuthentication, are converted and validated by :func:`pilot.config.validation.check`; the typed message
+  becomes ``Config.spec``.
 - Kubernetes ``v1`` Service, Pod, Namespace and ``discovery.k8s.io/v1`` EndpointSlice get a few structural
   checks and keep the whole parsed object as a plain dict in ``Config.spec``.
 - Anything else is skipped and named in ``LoadResult.skipped_kinds`` (the caller warns once per kind).
@@ -25,7 +26,17 @@ import orjson
 import yaml
 
 from pilot.config import validation
-from pilot.model.config import ISTIO_GROUP, ISTIO_NETWORKING_KINDS, ISTIO_VERSIONS, KUBE_KINDS, Config, ConfigKey
+from pilot.model.config import (
+    ISTIO_GROUP,
+    ISTIO_NETWORKING_KINDS,
+    ISTIO_SECURITY_KINDS,
+    ISTIO_VERSIONS,
+    KUBE_KINDS,
+    SECURITY_GROUP,
+    SECURITY_VERSIONS,
+    Config,
+    ConfigKey,
+)
 
 # Kinds that are not namespaced: their key has namespace "".
 CLUSTER_SCOPED_KINDS = frozenset({"Namespace", "Node"})
@@ -132,7 +143,9 @@ class _FileLoader:
             self.error(index, None, prefix, f"{missing}: required string")
             return
         group, _, version = api_version.rpartition("/")
-        is_istio = group == ISTIO_GROUP and version in ISTIO_VERSIONS and kind in ISTIO_NETWORKING_KINDS
+        is_istio = (group == ISTIO_GROUP and version in ISTIO_VERSIONS and kind in ISTIO_NETWORKING_KINDS) or (
+            group == SECURITY_GROUP and version in SECURITY_VERSIONS and kind in ISTIO_SECURITY_KINDS
+        )
         is_kube = (group, version, kind) in KUBE_KINDS
         if not is_istio and not is_kube:
             self.skipped[f"{api_version}/{kind}"] = None

@@ -1,4 +1,4 @@
-"""Semantic validation of typed Istio networking specs, with Istio's own wording.
+"""Semantic validation of typed Istio networking and security specs, with Istio's own wording.
 
 The checks and messages follow Istio's validation webhook (``pkg/config/validation``): what it rejects is
 reported as an error, what it only warns about as a warning. Every problem carries the JSON path of the field it
@@ -29,8 +29,9 @@ from collections.abc import Iterable, Mapping
 import betterproto2
 
 from pilot.api.istio.networking import v1alpha3 as nw
+from pilot.api.istio.security import v1beta1 as security
 from pilot.api.istio.type import v1beta1 as type_beta
-from pilot.config.convert import FieldError, convert_spec
+from pilot.config.convert import FieldError, convert_message, convert_spec
 from pilot.model.host import matches as hosts_match
 from pilot.model.host import subset_of as host_subset_of
 
@@ -2001,6 +2002,38 @@ def _validate_standalone_workload_entry(rep: _Report, we: nw.WorkloadEntry) -> N
     _validate_workload_entry(rep, "spec", we, None, True)
 
 
+# --- PeerAuthentication (security.istio.io) ----------------------------------------------------------------------
+
+
+def _validate_peer_authentication(rep: _Report, pa: security.PeerAuthentication) -> None:
+    """istiod's ValidatePeerAuthentication (and the CRD's rules it mirrors)."""
+    selector = pa.selector
+    if (selector is None or not selector.match_labels) and pa.port_level_mtls:
+        rep.err("spec.portLevelMtls", "mesh/namespace peer authentication cannot have port level mTLS")
+    for port in sorted(pa.port_level_mtls):
+        if port <= 0 or port > 65535:
+            rep.err(_key("spec.portLevelMtls", port), "port must be in range 1..65535")
+    _validate_workload_selector(rep, "spec.selector", selector)
+
+
+# Security kinds are converted here: their messages live outside the networking package convert_spec knows.
+_SECURITY_KINDS: dict[str, type[betterproto2.Message]] = {"PeerAuthentication": security.PeerAuthentication}
+
+
+def _convert(kind: str, spec_dict: object) -> tuple[betterproto2.Message | None, list[FieldError]]:
+    cls = _SECURITY_KINDS.get(kind)
+    if cls is None:
+        return convert_spec(kind, spec_dict)
+    message, errors = convert_message(cls, {} if spec_dict is None else spec_dict, "spec")
+    if message is not None and isinstance(spec_dict, dict):
+        # An explicit empty map is not "unset" to istiod (a nil map is); the CRD asks for one entry at least.
+        port_level = spec_dict.get("portLevelMtls", spec_dict.get("port_level_mtls"))
+        if isinstance(port_level, dict) and not port_level:
+            message_text = "port level mTLS, if defined, must have at least one element"
+            return None, [FieldError("spec.portLevelMtls", message_text)]
+    return message, errors
+
+
 # --- entry points -------------------------------------------------------------------------------------------------
 
 _VALIDATORS = {
@@ -2010,6 +2043,7 @@ _VALIDATORS = {
     "ServiceEntry": (nw.ServiceEntry, _validate_service_entry),
     "WorkloadEntry": (nw.WorkloadEntry, _validate_standalone_workload_entry),
     "Sidecar": (nw.Sidecar, _validate_sidecar),
+    "PeerAuthentication": (security.PeerAuthentication, _validate_peer_authentication),
 }
 
 
@@ -2035,7 +2069,7 @@ def validate_spec(kind: str, spec: betterproto2.Message, namespace: str) -> list
 
 def check(kind: str, spec_dict: object, namespace: str) -> tuple[betterproto2.Message | None, list[FieldError]]:
     """Convert then validate. Returns (message, []) when valid, (None, errors) otherwise."""
-    message, errors = convert_spec(kind, spec_dict)
+    message, errors = _convert(kind, spec_dict)
     if message is None:
         return None, errors
     errors = validate_spec(kind, message, namespace)

@@ -20,6 +20,10 @@ ISTIO_NETWORKING_KINDS = (
     "Gateway",
     "Sidecar",
 )
+# security.istio.io kinds: the schema is the same at v1 and v1beta1.
+SECURITY_GROUP = "security.istio.io"
+SECURITY_VERSIONS = ("v1", "v1beta1")
+ISTIO_SECURITY_KINDS = ("PeerAuthentication",)
 KUBE_KINDS = {
     ("", "v1", "Service"),
     ("", "v1", "Pod"),
@@ -86,6 +90,7 @@ VIRTUAL_SERVICE = "VirtualService"
 DESTINATION_RULE = "DestinationRule"
 GATEWAY = "Gateway"
 SIDECAR = "Sidecar"
+PEER_AUTHENTICATION = "PeerAuthentication"
 KUBE_SERVICE = "Service"
 POD = "Pod"
 NAMESPACE = "Namespace"

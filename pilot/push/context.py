@@ -17,12 +17,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from pilot.config.convert import enum_name
 from pilot.model.config import (
     DESTINATION_RULE,
     GATEWAY,
+    PEER_AUTHENTICATION,
     SERVICE_KIND,
     SIDECAR,
     VIRTUAL_SERVICE,
@@ -34,15 +35,18 @@ from pilot.model.environment import ROOT_NAMESPACE, Environment
 from pilot.model.host import MESH_GATEWAY, matches, resolve_gateway_name, resolve_short_name, subset_of
 from pilot.model.proxy import Proxy
 from pilot.model.service import Port, Protocol, Service, ServiceEndpoints, labels_match
+from pilot.push.authn import AuthnPolicies, has_workload_certificates
 from pilot.push.delegation import is_delegate, merge_virtual_service
+from pilot.push.instances import AddressIndex, ServiceTarget, targets_at, targets_by_address
 
 log = logging.getLogger(__name__)
 
 # push_status map of delegate routes dropped while merging them into their roots (pilot's own: istiod only logs).
 DELEGATE_STATUS = "pilot_vservice_delegate"
 
-# The routing kinds a PushContext indexes; services come from the registry (pseudo-kind SERVICE_KIND).
-ROUTING_KINDS = (VIRTUAL_SERVICE, DESTINATION_RULE, GATEWAY, SIDECAR)
+# The routing kinds a PushContext indexes, and PeerAuthentication (mTLS); services come from the registry
+# (pseudo-kind SERVICE_KIND).
+ROUTING_KINDS = (VIRTUAL_SERVICE, DESTINATION_RULE, GATEWAY, SIDECAR, PEER_AUTHENTICATION)
 
 # Which inputs each lazily built index reads; an index is carried over to the next context unless one of
 # them changed. Indexes not listed here are per-context.
@@ -60,6 +64,7 @@ _INDEX_INPUTS: dict[str, frozenset[str]] = {
     "_sorted_services": frozenset({SERVICE_KIND}),
     "_visible_memo": frozenset({SERVICE_KIND}),
     "_sidecar_scope_memo": frozenset({SIDECAR}),
+    "authn_policies": frozenset({PEER_AUTHENTICATION}),
 }
 
 
@@ -115,7 +120,17 @@ class BoundVirtualService:
         return (self.config.key, *self.delegates)
 
 
-View = tuple[object, ...]
+class View(NamedTuple):
+    """What generation reads from a proxy (``PushContext.view_of``), in two parts.
+
+    ``outbound``: everything but the proxy's own service instances; it decides the scope, routes, clusters
+    and endpoints of the services it calls, so the sidecars of every service in a namespace share it.
+    ``inbound``: its service targets and the mTLS policy in effect for them; only its inbound listeners
+    and clusters read it, so only LDS and CDS snapshots are kept per full view.
+    """
+
+    outbound: tuple[object, ...] = ()
+    inbound: tuple[object, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,6 +289,21 @@ class PushContext:
             match.source_labels for vs in self.virtual_services for http in vs.config.spec.http for match in http.match
         )
 
+    @cached_property
+    def authn_policies(self) -> AuthnPolicies:
+        """PeerAuthentications by namespace, with the mesh and namespace mTLS modes (see pilot.push.authn)."""
+        return AuthnPolicies.build(self._of_kind(PEER_AUTHENTICATION), self.root_namespace)
+
+    @cached_property
+    def _targets_by_address(self) -> AddressIndex:
+        # Per context, not carried over: endpoints change between full pushes (istiod recomputes a proxy's
+        # service targets on full pushes only).
+        return targets_by_address(self._sorted_services, self.endpoint_index)
+
+    def service_targets(self, proxy: Proxy) -> tuple[ServiceTarget, ...]:
+        """The proxy's own service instances: service ports with an endpoint at one of its IPs."""
+        return targets_at(self._targets_by_address, proxy.ip_addresses)
+
     # ----- lookups used by generators -----
 
     def service(self, hostname: str) -> Service | None:
@@ -407,26 +437,47 @@ class PushContext:
     # ----- proxy classes -----
 
     @cached_property
-    def scope_memo(self) -> dict[View, Any]:
-        """Proxy scopes by view, filled by pilot.push.scope.scope_for (per context: scopes read every kind)."""
+    def scope_memo(self) -> dict[tuple[object, ...], Any]:
+        """Proxy scopes by outbound view, filled by pilot.push.scope.scope_for (per context: scopes read every kind)."""
         return {}
 
     def view_of(self, proxy: Proxy) -> View:
         """What generation reads from a proxy: proxies with equal views get identical config.
 
         Labels matter only through what they select (the Sidecar that applies, the Gateways selecting a
-        router), unless a VirtualService routes by sourceLabels: then the labels themselves are part of it.
+        router, the PeerAuthentication in effect), unless a VirtualService routes by sourceLabels: then the labels
+        themselves are part of it. A sidecar's inbound side adds its service targets and, when a Sidecar with
+        ingress listeners applies (they bind to and forward to the instance IP), its IPs; mesh mTLS adds whether
+        the proxy has workload certificates.
         """
+        inbound: tuple[object, ...] = ()
         if proxy.is_router:
             selected: object = tuple(gw.key for gw in self.gateways_for_proxy(proxy))
         else:
             sidecar = self.sidecar_for(proxy)
             selected = sidecar.key if sidecar is not None else None
+            targets = tuple(t.signature for t in self.service_targets(proxy))
+            ingress = sidecar is not None and bool(sidecar.spec.ingress)
+            if targets or ingress:  # a proxy with no inbound side shares its class whatever its policy
+                peer = self.authn_policies.effective(proxy.namespace, proxy.labels)
+                inbound = (targets, peer, proxy.ip_addresses if ingress else ())
+        certs = has_workload_certificates(proxy)  # mTLS config needs them (pilot.push.authn)
         labels = tuple(sorted(proxy.labels.items())) if self.uses_source_labels else ()
         interception = str(proxy.metadata.get("INTERCEPTION_MODE", ""))
         # Which generator serves the node: Envoy's (""), or "grpc" for proxyless gRPC (pilot.xds.grpcgen).
         generator = str(proxy.metadata.get("GENERATOR") or "")
-        return (proxy.type, proxy.namespace, proxy.dns_domain, interception, selected, labels, proxy.xds_api, generator)
+        outbound = (
+            proxy.type,
+            proxy.namespace,
+            proxy.dns_domain,
+            interception,
+            selected,
+            labels,
+            proxy.xds_api,
+            generator,
+            certs,
+        )
+        return View(outbound, inbound)
 
     # ----- status -----
 

@@ -1,6 +1,6 @@
 """Proxy scope: which configs can shape one class of proxies' config (istiod's SidecarScope dependencies).
 
-A scope is computed once per (PushContext, proxy view) and shared by the proxies of that view. It answers
+A scope is computed once per (PushContext, outbound proxy view) and shared by the proxies of that view. It answers
 two questions:
 
 * ``depends_on(key)``: can a change to this config key change what these proxies get? A push goes to a
@@ -15,7 +15,9 @@ Sidecars: the services their Sidecar egress listeners (or the implicit ``*/*``) 
 the mesh-bound VirtualServices for those hosts, the DestinationRules that may apply to them, and the Sidecar
 itself (a Sidecar in their own or the root namespace may start to apply). Routers: the services visible in
 their namespace, the Gateways selecting them, the VirtualServices bound to those Gateways. A root
-VirtualService in view brings in its delegates: their changes change its merged routes.
+VirtualService in view brings in its delegates: their changes change its merged routes. Both: the
+PeerAuthentications of their own namespace, the root namespace and the namespaces of the services in view
+(istiod's SidecarScope.AuthnPolicies): they shape inbound mTLS and outbound auto-mTLS.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pilot.model.config import (
     DESTINATION_RULE,
     ENDPOINTS_KIND,
     GATEWAY,
+    PEER_AUTHENTICATION,
     SERVICE_KIND,
     SIDECAR,
     VIRTUAL_SERVICE,
@@ -40,7 +43,7 @@ from pilot.push.context import PushContext, View, exported_to
 
 @dataclass(frozen=True, eq=False)
 class ProxyScope:
-    view: View
+    view: tuple[object, ...]  # the outbound part of its proxies' View: their inbound side does not matter here
     is_router: bool
     namespace: str
     root_namespace: str
@@ -50,6 +53,7 @@ class ProxyScope:
     destination_rules: frozenset[ConfigKey]
     gateways: frozenset[ConfigKey]
     sidecar: ConfigKey | None
+    peer_authentications: frozenset[ConfigKey] = frozenset()
 
     def depends_on(self, key: ConfigKey) -> bool:
         kind = key.kind
@@ -65,6 +69,8 @@ class ProxyScope:
             )
         if kind == GATEWAY:
             return self.is_router and key in self.gateways
+        if kind == PEER_AUTHENTICATION:
+            return key in self.peer_authentications
         return True  # a kind nobody declared: assume it matters
 
     @cached_property
@@ -93,13 +99,14 @@ class ProxyScope:
 
 
 def scope_for(push: PushContext, proxy: Proxy, view: View | None = None) -> ProxyScope:
-    """The scope of ``proxy`` in ``push``, memoized per view."""
+    """The scope of ``proxy`` in ``push``, memoized per outbound view (sidecars of different services in one
+    namespace share it)."""
     if view is None:
         view = push.view_of(proxy)
     memo = push.scope_memo
-    found = memo.get(view)
+    found = memo.get(view.outbound)
     if found is None:
-        found = memo[view] = _compute(push, proxy, view)
+        found = memo[view.outbound] = _compute(push, proxy, view.outbound)
     return found
 
 
@@ -120,7 +127,7 @@ def outbound_services(push: PushContext, proxy: Proxy) -> tuple[Service, ...]:
     return tuple(seen[h] for h in sorted(seen))
 
 
-def _compute(push: PushContext, proxy: Proxy, view: View) -> ProxyScope:
+def _compute(push: PushContext, proxy: Proxy, view: tuple[object, ...]) -> ProxyScope:
     services = outbound_services(push, proxy)
     hosts = frozenset(s.hostname for s in services)
     if proxy.is_router:
@@ -147,6 +154,7 @@ def _compute(push: PushContext, proxy: Proxy, view: View) -> ProxyScope:
         if exported_to(rule, proxy.namespace)
         for key in rule.keys  # merged DestinationRules stand for several objects
     )
+    namespaces = {proxy.namespace, push.root_namespace, *(s.namespace for s in services)}
     return ProxyScope(
         view=view,
         is_router=proxy.is_router,
@@ -158,4 +166,5 @@ def _compute(push: PushContext, proxy: Proxy, view: View) -> ProxyScope:
         destination_rules=rules,
         gateways=gateway_keys,
         sidecar=sidecar,
+        peer_authentications=push.authn_policies.keys_in(namespaces),
     )

@@ -9,9 +9,17 @@ Traffic policies follow Istio's ``MergeTrafficPolicy``: the DestinationRule's to
 its port-level settings for the port, overridden block by block by the subset's policy (whose own port-level
 settings replace all blocks for that port).
 
-Not implemented: TLS modes ISTIO_MUTUAL (needs SDS workload certificates) and ``credentialName`` (SDS);
-clusters with those settings get no transport socket. Locality load balancing settings, warmup, tunnel and
-proxy protocol settings are ignored.
+Mesh mTLS (istiod's cluster_tls.go): TLS mode ISTIO_MUTUAL gets an UpstreamTlsContext with the workload's SDS
+secrets (``pilot.xds.mtls``); without a TLS setting, a destination in the mesh gets auto-mTLS: Istio mTLS to the
+endpoints whose EDS metadata says ``tlsMode: istio`` (their sidecar is injected), plaintext to the others,
+through ``transport_socket_matches`` (a passthrough cluster, which has no EDS metadata, gets mTLS only when all
+its instances have sidecars). Auto-mTLS is off for MESH_EXTERNAL services and when the PeerAuthentication of
+the service's namespace (or the mesh) says DISABLE. Both need the proxy's workload certificates: a proxy
+without Istio's agent (``pilot.push.authn.has_workload_certificates``) gets neither (ISTIO_MUTUAL clusters stay
+plaintext for it, as auto-mTLS is off). Sidecars also get their inbound clusters (``pilot.xds.inbound``).
+
+Not implemented: ``credentialName`` (SDS) on DestinationRule TLS; clusters with it get no transport socket.
+Locality load balancing settings, warmup, tunnel and proxy protocol settings are ignored.
 """
 
 from __future__ import annotations
@@ -30,21 +38,23 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import duration_pb2, wrappers_pb2
+from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
 
 from pilot.config.convert import enum_name
 from pilot.model.config import SERVICE_KIND, Config, ConfigKey
 from pilot.model.proxy import Proxy
-from pilot.model.service import Endpoint, Port, Resolution, Service, labels_match
+from pilot.model.service import Endpoint, Port, Protocol, Resolution, Service, labels_match
+from pilot.push.authn import TLS_MODE_ISTIO, TLS_MODE_LABEL, MtlsMode, has_workload_certificates
 from pilot.push.context import PushContext
 from pilot.push.scope import ProxyScope, scope_for
-from pilot.xds import names
+from pilot.xds import inbound, mtls, names
 from pilot.xds.units import Unit
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT = datetime.timedelta(seconds=10)
 DEFAULT_MIN_RING_SIZE = 1024
+DISABLED_TLS_MODE = "disabled"  # istiod's DisabledTLSModeLabel: the tlsMode of an endpoint without the label
 MAX_UINT32 = 2**32 - 1
 HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
@@ -193,10 +203,13 @@ def _locality(name: str) -> endpoint_components_pb2.LocalityLbEndpoints:
     return group
 
 
-def load_assignment(cluster_name: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
+def load_assignment(
+    cluster_name: str, endpoints: Iterable[Endpoint], tls_mode: Callable[[Endpoint], str] | None = None
+) -> endpoint_pb2.ClusterLoadAssignment:
     """Endpoints grouped by locality (sorted), each group sorted by address and port.
 
-    Shared by EDS and by the inline assignments of STRICT_DNS clusters.
+    Shared by EDS and by the inline assignments of STRICT_DNS clusters. ``tls_mode`` gives an endpoint's
+    ``tlsMode`` metadata (``envoy.transport_socket_match``), which auto-mTLS clusters match on ("": none).
     """
     by_locality: dict[str, list[Endpoint]] = {}
     for ep in endpoints:
@@ -210,6 +223,10 @@ def load_assignment(cluster_name: str, endpoints: Iterable[Endpoint]) -> endpoin
             lb.endpoint.address.CopyFrom(_socket_address(ep.address, ep.port))
             if ep.weight:
                 lb.load_balancing_weight.value = ep.weight
+            mode = tls_mode(ep) if tls_mode is not None else ""
+            if mode:
+                match = lb.metadata.filter_metadata[names.TRANSPORT_SOCKET_MATCH_METADATA]
+                match.fields[names.TLS_MODE_METADATA_KEY].string_value = mode
             total += ep.weight or 1
         group.load_balancing_weight.value = total
         cla.endpoints.append(group)
@@ -380,14 +397,24 @@ def _apply_outlier_detection(cluster: Cluster, outlier: Any) -> None:
         cluster.common_lb_config.healthy_panic_threshold.CopyFrom(percent_pb2.Percent(value=float(min_health)))
 
 
-def _apply_tls(cluster: Cluster, tls: Any, service: Service, port: Port) -> None:
+def _apply_tls(
+    cluster: Cluster, tls: Any, service: Service, port: Port, subset: str, http2: bool, workload_certs: bool
+) -> None:
     if tls is None:
         return
     mode = enum_name(getattr(tls, "mode", None))
     if mode in ("", "DISABLE"):
         return
     if mode == "ISTIO_MUTUAL":
-        log.debug("cluster %s: ISTIO_MUTUAL TLS is not supported; sending plaintext", cluster.name)
+        if not workload_certs:
+            log.debug("cluster %s: ISTIO_MUTUAL without workload certificates; plaintext", cluster.name)
+            return
+        # istiod: the DestinationRule's SNI, else the DNS-SRV name; its subjectAltNames (else the service
+        # accounts, which the service model does not carry).
+        sni = getattr(tls, "sni", "") or names.dns_srv_name(port.number, subset, service.hostname)
+        sans = list(getattr(tls, "subject_alt_names", None) or ())
+        context = mtls.istio_mutual_upstream(sni, sans, http2=http2)
+        cluster.transport_socket.CopyFrom(mtls.transport_socket(context))
         return
     if getattr(tls, "credential_name", ""):
         log.warning("cluster %s: TLS credentialName (SDS) is not supported; sending plaintext", cluster.name)
@@ -417,6 +444,104 @@ def _apply_tls(cluster: Cluster, tls: Any, service: Service, port: Port) -> None
     cluster.transport_socket.typed_config.Pack(context)
 
 
+def _apply_auto_mtls(cluster: Cluster, service: Service, port: Port, subset: str, http2: bool) -> None:
+    """istiod's auto-detected ISTIO_MUTUAL: mTLS to endpoints labelled ``tlsMode: istio``, plaintext to others
+    (a passthrough cluster has no endpoint metadata: it was decided for all of them at once)."""
+    context = mtls.istio_mutual_upstream(names.dns_srv_name(port.number, subset, service.hostname), http2=http2)
+    socket = mtls.transport_socket(context)
+    if cluster.type == Cluster.ORIGINAL_DST:
+        cluster.transport_socket.CopyFrom(socket)
+        return
+    istio = cluster.transport_socket_matches.add(name=f"tlsMode-{TLS_MODE_ISTIO}")
+    istio.match.fields[names.TLS_MODE_METADATA_KEY].string_value = TLS_MODE_ISTIO
+    istio.transport_socket.CopyFrom(socket)
+    plaintext = cluster.transport_socket_matches.add(name="tlsMode-disabled")
+    plaintext.match.CopyFrom(struct_pb2.Struct())
+    plaintext.transport_socket.CopyFrom(mtls.raw_buffer_socket())
+
+
+def endpoint_tls_mode(endpoint: Endpoint) -> str:
+    """The endpoint's ``security.istio.io/tlsMode`` label (Istio's injector sets ``istio``); "disabled" when unset."""
+    return endpoint.labels.get(TLS_MODE_LABEL, DISABLED_TLS_MODE)
+
+
+def service_mtls_mode(push: PushContext, service: Service, port: Port, policy: EffectivePolicy) -> MtlsMode:
+    """istiod's BestEffortInferServiceMTLSMode: what mTLS a destination accepts, as far as a client can tell."""
+    if service.mesh_external:
+        return MtlsMode.UNKNOWN
+    passthrough = enum_name(getattr(policy.load_balancer, "simple", None)) == "PASSTHROUGH"
+    if service.resolution is Resolution.NONE or passthrough:
+        # A passthrough cluster cannot choose per endpoint: mTLS only when every instance has a sidecar.
+        instances = push.service_endpoints(service.hostname).for_port(port)
+        if not instances or any(endpoint_tls_mode(ep) == DISABLED_TLS_MODE for ep in instances):
+            return MtlsMode.DISABLE
+    mode = push.authn_policies.namespace_mode(service.namespace)
+    return mode if mode is not MtlsMode.UNKNOWN else MtlsMode.PERMISSIVE
+
+
+def auto_mtls(push: PushContext, service: Service, port: Port, policy: EffectivePolicy) -> bool:
+    """Whether a cluster without TLS settings gets auto-detected Istio mTLS (mesh enableAutoMtls is on)."""
+    if policy.tls is not None:
+        return False  # user supplied (even DISABLE)
+    return service_mtls_mode(push, service, port, policy) not in (MtlsMode.UNKNOWN, MtlsMode.DISABLE)
+
+
+def destination_rule_tls_mode(rule: Config | None, subset: str, port: int) -> str | None:
+    """istiod's tlsModeForDestinationRule: the TLS mode a DestinationRule sets for a cluster (None: none)."""
+    if rule is None:
+        return None
+    if not subset:
+        return _policy_tls_mode(rule.spec.traffic_policy, port)
+    for candidate in rule.spec.subsets or ():
+        if candidate.name == subset:
+            mode = _policy_tls_mode(candidate.traffic_policy, port)
+            return mode if mode is not None else _policy_tls_mode(rule.spec.traffic_policy, port)
+    return None
+
+
+def _policy_tls_mode(policy: Any, port: int) -> str | None:
+    if policy is None:
+        return None
+    mode = enum_name(policy.tls.mode) if policy.tls is not None else None
+    for settings in policy.port_level_settings or ():
+        if settings.port is not None and settings.port.number == port and settings.tls is not None:
+            return enum_name(settings.tls.mode)
+    return mode
+
+
+def endpoint_tls_metadata(
+    push: PushContext, service: Service, rule: Config | None, subset: str, port: int
+) -> Callable[[Endpoint], str]:
+    """istiod's mtlsChecker: an endpoint's ``tlsMode`` metadata value, or "" when mTLS is not possible for it:
+    the DestinationRule's TLS mode decides when it has one; otherwise the endpoint must have a sidecar and the
+    PeerAuthentication in effect for it (workload, port-level included) must not say DISABLE."""
+    dr_mode = destination_rule_tls_mode(rule, subset, port)
+    policies = push.authn_policies
+
+    def tls_mode(endpoint: Endpoint) -> str:
+        label = endpoint_tls_mode(endpoint)
+        if dr_mode is not None:
+            enabled = dr_mode == "ISTIO_MUTUAL"
+        elif label != TLS_MODE_ISTIO:
+            enabled = False
+        else:
+            effective = policies.effective(service.namespace, endpoint.labels)
+            enabled = effective.mode_for_port(endpoint.port) is not MtlsMode.DISABLE
+        return label if enabled and label not in ("", DISABLED_TLS_MODE) else ""
+
+    return tls_mode
+
+
+def authn_version(push: PushContext, service: Service) -> tuple[tuple[ConfigKey, int], ...]:
+    """The PeerAuthentications that can shape a service's clusters and endpoints (its namespace's and the
+    mesh's), with their content: a cache key part (istiod's PeerAuthentication version)."""
+    return push.authn_policies.version_of((service.namespace, push.root_namespace))
+
+
+def authn_deps(push: PushContext, service: Service) -> frozenset[ConfigKey]:
+    return push.authn_policies.keys_in((service.namespace, push.root_namespace))
+
+
 def build_cluster(
     proxy: Proxy,
     service: Service,
@@ -424,11 +549,16 @@ def build_cluster(
     subset: str,
     policy: EffectivePolicy,
     endpoints: Iterable[Endpoint] | None = None,
+    *,
+    auto_mtls: bool = False,
+    tls_mode: Callable[[Endpoint], str] | None = None,
 ) -> Cluster | None:
     """One outbound cluster; None when it cannot be expressed (DNS wildcard host without endpoints).
 
     ``endpoints`` matter for STRICT_DNS clusters only; None means the service has none, so the proxy
-    resolves the hostname itself.
+    resolves the hostname itself (``tls_mode`` gives their auto-mTLS metadata). ``auto_mtls``: the cluster has
+    no TLS settings and its destination is in the mesh (see ``auto_mtls()``). Istio mTLS (ISTIO_MUTUAL, auto)
+    is only configured for proxies with workload certificates (``pilot.push.authn.has_workload_certificates``).
     """
     name = names.outbound_cluster(port.number, subset, service.hostname)
     cluster = Cluster(name=name)
@@ -443,7 +573,7 @@ def build_cluster(
                 log.warning("cluster %s: DNS resolution for a wildcard host needs endpoints; skipped", name)
                 return None
             endpoints = [Endpoint(address=service.hostname, port=port.number, service_port_name=port.name)]
-        cluster.load_assignment.CopyFrom(load_assignment(name, endpoints))
+        cluster.load_assignment.CopyFrom(load_assignment(name, endpoints, tls_mode))
         cluster.dns_lookup_family = Cluster.V4_ONLY
     _apply_tcp_settings(cluster, policy.connection_pool)
     cluster.circuit_breakers.CopyFrom(_circuit_breakers(policy.connection_pool))
@@ -452,7 +582,11 @@ def build_cluster(
     protocol_options = _http_protocol_options(port, policy.connection_pool)
     if protocol_options is not None:
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Pack(protocol_options)
-    _apply_tls(cluster, policy.tls, service, port)
+    # istiod's isHttp2Cluster: explicitly HTTP/2 upstream (not "use the downstream protocol").
+    http2 = protocol_options is not None and protocol_options.explicit_http_config.HasField("http2_protocol_options")
+    _apply_tls(cluster, policy.tls, service, port, subset, http2, has_workload_certificates(proxy))
+    if auto_mtls and policy.tls is None:
+        _apply_auto_mtls(cluster, service, port, subset, http2)
     return cluster
 
 
@@ -478,17 +612,90 @@ def _static_unit(name: str, make: Callable[[], Cluster]) -> Unit:
     return Unit(("cds", name), (), lambda: (make(),))
 
 
+# ----- inbound (sidecars) -----
+
+# istiod's maxSecondsValue: inbound ORIGINAL_DST clusters never clean up their hosts.
+NEVER_CLEANUP_SECONDS = (2**63 - 1 - 999_999_999) // 1_000_000_000
+
+
+def _bind_inbound_source(cluster: Cluster) -> None:
+    """Connect from 127.0.0.6, which the capture rules do not redirect back to the proxy."""
+    source = cluster.upstream_bind_config.source_address
+    source.address = names.INBOUND_PASSTHROUGH_BIND_IPV4
+    source.port_value = 0
+
+
+def inbound_passthrough_cluster() -> Cluster:
+    cluster = passthrough_cluster()
+    cluster.name = names.INBOUND_PASSTHROUGH_CLUSTER
+    _bind_inbound_source(cluster)
+    return cluster
+
+
+def inbound_cluster(name: str, port: Port, upstream: inbound.Upstream) -> Cluster:
+    """``inbound|<port>||`` (istiod's buildInboundCluster): to the original destination (istiod's default
+    inboundTrafficPolicy PASSTHROUGH), or to a Sidecar ingress listener's defaultEndpoint."""
+    cluster = Cluster(name=name)
+    cluster.connect_timeout.FromTimedelta(DEFAULT_CONNECT_TIMEOUT)
+    if upstream.original_dst:
+        cluster.type = Cluster.ORIGINAL_DST
+        cluster.lb_policy = Cluster.CLUSTER_PROVIDED
+        cluster.cleanup_interval.seconds = NEVER_CLEANUP_SECONDS
+    else:
+        cluster.type = Cluster.STATIC
+        cla = cluster.load_assignment
+        cla.cluster_name = name
+        endpoint = cla.endpoints.add().lb_endpoints.add().endpoint
+        if upstream.pipe:
+            endpoint.address.pipe.path = upstream.pipe
+        else:
+            endpoint.address.CopyFrom(_socket_address(upstream.address, upstream.port))
+    cluster.circuit_breakers.CopyFrom(_circuit_breakers(None))
+    if not upstream.pipe and upstream.address not in (inbound.LOCALHOST, "::1"):
+        _bind_inbound_source(cluster)
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    if port.protocol.is_http2:
+        options.explicit_http_config.http2_protocol_options.SetInParent()
+    elif port.protocol is Protocol.UNKNOWN:  # sniffed: keep the protocol the request came with
+        options.use_downstream_protocol_config.http_protocol_options.SetInParent()
+        options.use_downstream_protocol_config.http2_protocol_options.SetInParent()
+    if options.ListFields():
+        cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Pack(options)
+    return cluster
+
+
+def _inbound_units(proxy: Proxy, push: PushContext) -> list[Unit]:
+    """The clusters of a sidecar's inbound chains (see pilot.xds.inbound), and InboundPassthroughCluster for
+    its virtualInbound passthrough chains. Keyed by everything that shapes them; they depend on nothing else."""
+    plan = inbound.plan(proxy, push)
+    units = [
+        Unit(
+            ("cds", chain.cluster, "inbound", chain.port.protocol.value, chain.upstream),
+            (),
+            partial(lambda c: (inbound_cluster(c.cluster, c.port, c.upstream),), chain),
+        )
+        for chain in plan.chains
+    ]
+    if plan.virtual:
+        units.append(_static_unit(names.INBOUND_PASSTHROUGH_CLUSTER, inbound_passthrough_cluster))
+    return units
+
+
 def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Unit]:
     """One unit per cluster a proxy gets: outbound service clusters (and subsets), then BlackHole and
-    Passthrough. A cluster depends on its service and on the DestinationRule chosen for it; its key adds
-    what else shapes it (router or sidecar: a passthrough service is an EDS cluster on gateways; ADS or not:
-    the EDS config source)."""
+    Passthrough, then a sidecar's inbound clusters. A cluster depends on its service, on the DestinationRule
+    chosen for it and on the PeerAuthentications of the service's namespace and the mesh; its key adds what
+    else shapes it (router or sidecar: a passthrough service is an EDS cluster on gateways; ADS or not: the
+    EDS config source; workload certificates and whether auto-mTLS applies; the PeerAuthentications, which
+    shape inline endpoints)."""
     units: list[Unit] = []
     seen: set[str] = set()
+    certs = has_workload_certificates(proxy)
     for service in scope.services:
         rule = push.destination_rule(proxy.namespace, service.hostname)
         rule_keys = rule.keys if rule is not None else ()  # several when DestinationRules were merged
-        deps = (ConfigKey(SERVICE_KIND, service.namespace, service.hostname), *rule_keys)
+        deps = (ConfigKey(SERVICE_KIND, service.namespace, service.hostname), *rule_keys, *authn_deps(push, service))
+        version = authn_version(push, service)
         subsets = [s.name for s in (rule.spec.subsets or ()) if s.name] if rule is not None else []
         for port in sorted(service.ports, key=lambda p: p.number):
             for subset in ["", *subsets]:
@@ -496,15 +703,27 @@ def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Un
                 if name in seen:
                     continue  # duplicate subset names: the first one wins
                 seen.add(name)
-                key = ("cds", name, proxy.is_router, proxy.xds_api, rule_keys)
-                units.append(Unit(key, deps, partial(_build_one, proxy, push, service, port, subset, rule)))
+                policy = effective_policy(rule, port.number, subset)
+                auto = certs and auto_mtls(push, service, port, policy)
+                key = ("cds", name, proxy.is_router, proxy.xds_api, rule_keys, certs, auto, version)
+                build = partial(_build_one, proxy, push, service, port, subset, rule, policy, auto)
+                units.append(Unit(key, deps, build))
     units.append(_static_unit(names.BLACKHOLE_CLUSTER, blackhole_cluster))
     units.append(_static_unit(names.PASSTHROUGH_CLUSTER, passthrough_cluster))
+    if not proxy.is_router:
+        units.extend(_inbound_units(proxy, push))
     return units
 
 
 def _build_one(
-    proxy: Proxy, push: PushContext, service: Service, port: Port, subset: str, rule: Config | None
+    proxy: Proxy,
+    push: PushContext,
+    service: Service,
+    port: Port,
+    subset: str,
+    rule: Config | None,
+    policy: EffectivePolicy,
+    auto: bool,
 ) -> tuple[Cluster, ...]:
     endpoints: tuple[Endpoint, ...] | None = None
     if service.resolution is Resolution.DNS:
@@ -515,12 +734,14 @@ def _build_one(
             endpoints = port_eps
         else:
             endpoints = port_eps or None
-    cluster = build_cluster(proxy, service, port, subset, effective_policy(rule, port.number, subset), endpoints)
+    tls_mode = endpoint_tls_metadata(push, service, rule, subset, port.number)
+    cluster = build_cluster(proxy, service, port, subset, policy, endpoints, auto_mtls=auto, tls_mode=tls_mode)
     return () if cluster is None else (cluster,)
 
 
 def build_clusters(proxy: Proxy, push: PushContext) -> list[Cluster]:
-    """All clusters for a proxy, built directly (no cache): outbound clusters, then BlackHole, Passthrough."""
+    """All clusters for a proxy, built directly (no cache): outbound clusters, then BlackHole, Passthrough, then
+    a sidecar's inbound clusters."""
     out: list[Cluster] = []
     for unit in cluster_units(proxy, push, scope_for(push, proxy)):
         out.extend(unit.build())  # type: ignore[arg-type]

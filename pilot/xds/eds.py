@@ -4,8 +4,15 @@ Only ``outbound|<port>|<subset>|<host>`` names of services the proxy reaches ove
 cluster without endpoints still gets an (empty) assignment, since Envoy keeps a cluster warming until its
 first EDS answer; unknown names are left out (SotW EDS has no deletion: the client times them out).
 
-An assignment depends on its service, on the service's endpoints and on the DestinationRule that defines
-the subset; its cache key is the cluster name and that rule.
+Endpoints that can take Istio mTLS carry ``envoy.transport_socket_match: {tlsMode: istio}`` metadata, which
+auto-mTLS clusters match on (istiod's mtlsChecker): those whose ``security.istio.io/tlsMode`` label says
+``istio`` (the injector sets it on the Pod) unless the PeerAuthentication in effect for them says DISABLE for
+their port; a DestinationRule TLS mode for the cluster decides instead when there is one.
+
+An assignment depends on its service, on the service's endpoints, on the DestinationRule that defines the
+subset and on the PeerAuthentications of the service's namespace and the mesh (istiod clears all EDS on a
+PeerAuthentication change); its cache key is the cluster name, the rule when a subset needs it, the TLS mode
+the proxy's DestinationRule sets for the cluster and the version of those PeerAuthentications.
 """
 
 from __future__ import annotations
@@ -19,7 +26,15 @@ from pilot.model.proxy import Proxy
 from pilot.model.service import labels_match
 from pilot.push.context import PushContext
 from pilot.xds import names
-from pilot.xds.cds import eds_resolution, load_assignment, subset_labels
+from pilot.xds.cds import (
+    authn_deps,
+    authn_version,
+    destination_rule_tls_mode,
+    eds_resolution,
+    endpoint_tls_metadata,
+    load_assignment,
+    subset_labels,
+)
 from pilot.xds.units import Unit
 
 
@@ -34,7 +49,7 @@ def endpoint_unit(proxy: Proxy, push: PushContext, cluster_name: str) -> Unit | 
     port = service.port_by_number(parsed.port)
     if port is None:
         return None
-    rule = push.destination_rule(proxy.namespace, parsed.host) if parsed.subset else None
+    rule = push.destination_rule(proxy.namespace, parsed.host)
     labels = None
     if parsed.subset:
         labels = subset_labels(rule, parsed.subset)
@@ -44,16 +59,22 @@ def endpoint_unit(proxy: Proxy, push: PushContext, cluster_name: str) -> Unit | 
         ConfigKey(SERVICE_KIND, service.namespace, service.hostname),
         ConfigKey(ENDPOINTS_KIND, service.namespace, service.hostname),
     ]
-    if rule is not None:
-        deps.extend(rule.keys)
+    if rule is not None and parsed.subset:
+        deps.extend(rule.keys)  # the subset's labels; the rule's TLS mode is in the key (output only)
+    deps.extend(authn_deps(push, service))
+    tls_mode = endpoint_tls_metadata(push, service, rule, parsed.subset, parsed.port)
 
     def build() -> tuple[endpoint_pb2.ClusterLoadAssignment]:
         endpoints = push.service_endpoints(parsed.host).for_port(port)
         if labels is not None:
             endpoints = tuple(ep for ep in endpoints if labels_match(labels, ep.labels))
-        return (load_assignment(cluster_name, endpoints),)
+        return (load_assignment(cluster_name, endpoints, tls_mode),)
 
-    return Unit(("eds", cluster_name, rule.keys if rule is not None else ()), tuple(deps), build)
+    # A subset's endpoints depend on the rule; every cluster's metadata only on its TLS mode for the cluster.
+    subset_rule = rule.keys if rule is not None and parsed.subset else ()
+    dr_tls = destination_rule_tls_mode(rule, parsed.subset, parsed.port)
+    key = ("eds", cluster_name, subset_rule, dr_tls, authn_version(push, service))
+    return Unit(key, tuple(deps), build)
 
 
 def build_endpoint(proxy: Proxy, push: PushContext, cluster_name: str) -> endpoint_pb2.ClusterLoadAssignment | None:

@@ -27,7 +27,7 @@ from pilot.model.config import ConfigKey
 from pilot.model.proxy import Proxy
 from pilot.push.context import PushContext, View
 from pilot.push.scope import scope_for
-from pilot.xds import cds, eds, lds, rds
+from pilot.xds import cds, eds, grpcgen, lds, rds
 from pilot.xds.cache import XdsCache
 from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from pilot.xds.resource import Resource
@@ -36,6 +36,7 @@ from pilot.xds.units import Unit
 
 MAX_SNAPSHOTS = 4096  # proxy classes x types x subscriptions kept; the least recently used go first
 EDS_LOG = 64  # endpoint-only epochs remembered for deriving EDS snapshots
+_INBOUND_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE})  # the types a proxy's inbound side shapes
 
 
 class _CachedParts:
@@ -113,8 +114,11 @@ class Generator:
     # ----- snapshots -----
 
     def snapshot(self, type_url: str, proxy: Proxy, push: PushContext, view: View, names: NameSet | None) -> Snapshot:
-        """What a proxy of ``view`` subscribing ``names`` (None: wildcard) should hold of one type."""
-        key = (type_url, view, names)
+        """What a proxy of ``view`` subscribing ``names`` (None: wildcard) should hold of one type.
+
+        Only listeners and clusters hold the proxy's inbound side: endpoints and routes are shared by the
+        whole outbound class (the sidecars of every service of a namespace, typically)."""
+        key = (type_url, view if type_url in _INBOUND_TYPES else view.outbound, names)
         epoch = self._epochs[type_url]
         kept = self._snapshots.get(key)
         if kept is not None and kept.epoch == epoch:
@@ -137,9 +141,10 @@ class Generator:
         self, previous: Snapshot, proxy: Proxy, push: PushContext, names: NameSet, hosts: frozenset[str]
     ) -> Snapshot:
         regenerated: dict[str, Resource | None] = {}
+        endpoint_unit = grpcgen.endpoint_unit if grpcgen.is_grpc(proxy) else eds.endpoint_unit  # proxyless gRPC
         for host in hosts:
             for name in names.by_host(host):
-                unit = eds.endpoint_unit(proxy, push, name)
+                unit = endpoint_unit(proxy, push, name)
                 found = self._materialize(unit, push.number) if unit is not None else ()
                 regenerated[name] = found[0] if found else None
         if not regenerated:
@@ -160,10 +165,12 @@ class Generator:
 
     def units(self, type_url: str, proxy: Proxy, push: PushContext, names: Iterable[str] | None) -> list[Unit]:
         scope = scope_for(push, proxy)
+        if grpcgen.is_grpc(proxy):  # proxyless gRPC nodes (metadata GENERATOR: grpc): istiod's grpc generator
+            return grpcgen.units(type_url, proxy, push, scope, names, _CachedParts(self.cache, push.number))
         if type_url == CLUSTER_TYPE:
             return cds.cluster_units(proxy, push, scope)
         if type_url == LISTENER_TYPE:
-            return [lds.listener_unit(proxy, push, scope)]
+            return lds.listener_units(proxy, push, scope)
         if type_url == ENDPOINT_TYPE:
             units = (eds.endpoint_unit(proxy, push, n) for n in sorted(names or ()))
             return [u for u in units if u is not None]

@@ -8,6 +8,8 @@ Sidecars (from their SidecarScope):
   for HTTP service ports, and ``<VIP>_<port>`` with a tcp_proxy to ``outbound|<port>||<host>`` for TCP ports.
 - egress listeners with ``captureMode: NONE`` (or proxies with ``INTERCEPTION_MODE: NONE`` metadata) bind
   their ports themselves at ``bind`` (default 127.0.0.1): ``<bind>_<port>``.
+- the inbound side (``pilot.xds.inbound``): ``virtualInbound`` on 0.0.0.0:15006 with the filter chains of the
+  workload's ports (mTLS or plaintext by PeerAuthentication), and Sidecar ingress listeners that bind.
 
 Routers: Gateway servers merged per (port, bind) into ``<bind or 0.0.0.0>_<port>`` listeners. HTTP servers use
 RDS ``http.<port>[.<bind>]``; TLS PASSTHROUGH servers get one SNI-matched tcp_proxy filter chain per bound
@@ -43,7 +45,7 @@ from pilot.model.proxy import Proxy
 from pilot.model.service import Protocol, Service
 from pilot.push.context import EgressListener, PushContext
 from pilot.push.scope import ProxyScope
-from pilot.xds import names
+from pilot.xds import inbound, names
 from pilot.xds.cds import config_source
 from pilot.xds.units import Unit
 
@@ -55,7 +57,7 @@ FilterChain = listener_components_pb2.FilterChain
 
 WILDCARD_ADDRESS = "0.0.0.0"
 LOCALHOST = "127.0.0.1"
-VIRTUAL_INBOUND_PORT = 15006
+VIRTUAL_INBOUND_PORT = names.VIRTUAL_INBOUND_PORT
 CATCHALL_TCP_CHAIN = "virtualOutbound-catchall-tcp"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
@@ -138,10 +140,6 @@ class _PortPlan:
     clusters: set[str] = field(default_factory=set)
 
 
-def _interception_disabled(proxy: Proxy) -> bool:
-    return str(proxy.metadata.get("INTERCEPTION_MODE", "")).upper() == "NONE"
-
-
 def _plan(
     plans: dict[str, _PortPlan], address: str, port: int, bind_to_port: bool, http: bool, index: int, cluster: str
 ) -> None:
@@ -200,15 +198,13 @@ def _virtual_outbound() -> Listener:
 
 def _sidecar_listeners(proxy: Proxy, push: PushContext) -> list[Listener]:
     scope = push.sidecar_scope(proxy)
-    intercepted = not _interception_disabled(proxy)
+    intercepted = not inbound.interception_none(proxy)
     plans: dict[str, _PortPlan] = {}
-    any_captured = False
     for index, egress in enumerate(scope.egress):
         captured = intercepted and egress.capture_mode != "NONE"
-        any_captured = any_captured or captured
         _plan_egress(plans, index, egress, push.visible_services(proxy, egress), captured)
     listeners: list[Listener] = []
-    if any_captured:
+    if inbound.captured(proxy, push):
         listeners.append(_virtual_outbound())
     for name in sorted(plans):
         plan = plans[name]
@@ -392,14 +388,30 @@ def _gateway_listeners(proxy: Proxy, push: PushContext) -> list[Listener]:
     return list(listeners.values())
 
 
-def build_listeners(proxy: Proxy, push: PushContext) -> list[Listener]:
-    """All listeners for a proxy, deterministic for a given (proxy, push)."""
+def build_outbound_listeners(proxy: Proxy, push: PushContext) -> list[Listener]:
+    """A proxy's listeners but a sidecar's inbound ones, deterministic for a given (outbound view, push)."""
     if proxy.is_router:
         return _gateway_listeners(proxy, push)
     return _sidecar_listeners(proxy, push)
 
 
-def listener_unit(proxy: Proxy, push: PushContext, scope: ProxyScope) -> Unit:
-    """The whole listener set of a proxy class as one cacheable unit: listeners are planned together
-    (ports shared by services, gateway servers merged), so they depend on the scope as a whole."""
-    return Unit(("lds", scope.fingerprint), scope.deps, lambda: build_listeners(proxy, push))
+def build_listeners(proxy: Proxy, push: PushContext) -> list[Listener]:
+    """All listeners for a proxy, deterministic for a given (proxy, push)."""
+    out = build_outbound_listeners(proxy, push)
+    if not proxy.is_router:
+        out.extend(inbound.build_listeners(proxy, push))
+    return out
+
+
+def listener_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Unit]:
+    """Two cacheable units. The outbound listeners are planned together (ports shared by services, gateway
+    servers merged), so they are one unit that depends on the scope as a whole and is shared by its outbound
+    class. A sidecar's inbound listeners are keyed by its whole view (targets, policy in effect, IPs when a
+    Sidecar ingress binds) and depend on the PeerAuthentications in scope and the Sidecar."""
+    units = [Unit(("lds", scope.fingerprint), scope.deps, lambda: build_outbound_listeners(proxy, push))]
+    if not proxy.is_router:
+        view = push.view_of(proxy)
+        if view.inbound:
+            deps = scope.peer_authentications | ({scope.sidecar} if scope.sidecar is not None else set())
+            units.append(Unit(("lds-inbound", view), deps, lambda: inbound.build_listeners(proxy, push)))
+    return units

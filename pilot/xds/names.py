@@ -16,9 +16,11 @@ WILDCARD_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
 
 # Config kinds that cannot change a type's resources, given what each generator reads (keys of pushes:
 # routing kinds, "ServiceEntry" for services of any registry, "Endpoints" for endpoint-only changes):
-#   cds: services (+ endpoints inline in DNS clusters, reported as a service change), DestinationRule, Sidecar
-#   eds: services and endpoints, DestinationRule subsets
-#   lds: services (ports, VIPs), Gateway, Sidecar, VirtualService (gateway TCP/TLS routes)
+#   cds: services (+ endpoints inline in DNS clusters, reported as a service change), DestinationRule, Sidecar,
+#        PeerAuthentication (auto-mTLS)
+#   eds: services and endpoints, DestinationRule subsets and TLS modes, PeerAuthentication (tlsMode metadata)
+#   lds: services (ports, VIPs), Gateway, Sidecar, VirtualService (gateway TCP/TLS routes), PeerAuthentication
+#        (inbound filter chains)
 #   rds: services, VirtualService, Gateway, Sidecar, DestinationRule (consistent hash)
 # A push whose changed keys are all of these kinds skips the type (istiod's skipped*Configs). The skip only
 # saves work: the per-resource diff would find nothing to send anyway.
@@ -26,7 +28,7 @@ UNAFFECTED_BY: dict[str, frozenset[str]] = {
     CLUSTER_TYPE: frozenset({"VirtualService", "Gateway", "Namespace", "Endpoints"}),
     ENDPOINT_TYPE: frozenset({"VirtualService", "Gateway", "Sidecar", "Namespace"}),
     LISTENER_TYPE: frozenset({"DestinationRule", "Namespace", "Endpoints"}),
-    ROUTE_TYPE: frozenset({"Namespace", "Endpoints"}),
+    ROUTE_TYPE: frozenset({"Namespace", "Endpoints", "PeerAuthentication"}),
 }
 
 
@@ -50,7 +52,24 @@ PASSTHROUGH_CLUSTER = "PassthroughCluster"
 INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughCluster"
 
 VIRTUAL_OUTBOUND_LISTENER = "virtualOutbound"
-VIRTUAL_OUTBOUND_PORT = 15001
+VIRTUAL_OUTBOUND_PORT = 15001  # mesh proxyListenPort
+VIRTUAL_INBOUND_LISTENER = "virtualInbound"
+VIRTUAL_INBOUND_PORT = 15006  # mesh proxyInboundListenPort
+VIRTUAL_INBOUND_BLACKHOLE_CHAIN = "virtualInbound-blackhole"
+VIRTUAL_INBOUND_CATCHALL_HTTP_CHAIN = "virtualInbound-catchall-http"  # the passthrough chains' HTTP name
+# Source address of the inbound clusters' connections, which the capture rules leave alone (istio-iptables'
+# "-s 127.0.0.6/32 -o lo -j RETURN").
+INBOUND_PASSTHROUGH_BIND_IPV4 = "127.0.0.6"
+
+# Workload certificates, served to Envoy over SDS by the node agent (istio-agent) on a unix socket that the
+# bootstrap's "sds-grpc" cluster names; istiod refers to them by these resource names.
+SDS_CLUSTER = "sds-grpc"
+SDS_DEFAULT_RESOURCE = "default"  # the workload's certificate chain and key
+SDS_ROOT_RESOURCE = "ROOTCA"  # the mesh's root certificate
+SDS_SOCKET = "./var/run/secrets/workload-spiffe-uds/socket"  # relative to the proxy's working directory
+# EDS metadata that marks an endpoint as able to take Istio mTLS (auto-mTLS clusters match on it).
+TRANSPORT_SOCKET_MATCH_METADATA = "envoy.transport_socket_match"
+TLS_MODE_METADATA_KEY = "tlsMode"
 
 # HTTP filter names; the HCM carries them in this order and routes refer to them in typed_per_filter_config.
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -72,6 +91,21 @@ class ClusterName(NamedTuple):
 def outbound_cluster(port: int, subset: str, host: str) -> str:
     """``outbound|<port>|<subset>|<fqdn>`` (Istio's BuildSubsetKey)."""
     return f"outbound|{port}|{subset}|{host}"
+
+
+def inbound_cluster(port: int) -> str:
+    """``inbound|<port>||`` (Istio's BuildInboundSubsetKey): the workload's own port."""
+    return f"inbound|{port}||"
+
+
+def dns_srv_name(port: int, subset: str, host: str) -> str:
+    """``outbound_.<port>_.<subset>_.<fqdn>`` (Istio's BuildDNSSrvSubsetKey): the SNI of Istio mTLS."""
+    return f"outbound_.{port}_.{subset}_.{host}"
+
+
+def inbound_vhost_name(port: int) -> str:
+    """The virtual host of an inbound HTTP chain's route: ``inbound|http|<port>``."""
+    return f"inbound|http|{port}"
 
 
 def parse_cluster_name(name: str) -> ClusterName | None:

@@ -105,12 +105,12 @@ async def test_initial_load_scans_recursively(harness: Harness, caplog: pytest.L
 
 async def test_errors_and_skipped_kinds_are_logged(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="pilot.sources.files")
-    peer = "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: p}\n"
+    peer = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: p}\n"
     path = harness.root / "mixed.yaml"
     path.write_text(peer + "---\n" + peer.replace("name: p", "name: q") + "---\n" + svc("bad", 0))
     await harness.source.initial_load()
     assert (
-        caplog.messages.count(f"skipping unsupported kind security.istio.io/v1beta1/PeerAuthentication in {path}") == 1
+        caplog.messages.count(f"skipping unsupported kind security.istio.io/v1beta1/AuthorizationPolicy in {path}") == 1
     )
     assert f"{path}[doc 2] Service default/bad: spec.ports[0].port: 0 out of range 1..65535" in caplog.messages
 
