@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pilot.push.debounce import durations_from_env, eds_debounce_from_env
 from pilot.xds.cache import max_entries_from_env
+
+if TYPE_CHECKING:
+    from pilot.sources.kube.source import KubeOptions
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -18,9 +23,27 @@ def _serve(args: argparse.Namespace) -> int:
 
     from pilot.server import ServerOptions, serve
 
-    config_dir = Path(args.config_dir)
-    if not config_dir.is_dir():
+    config_dir = Path(args.config_dir) if args.config_dir is not None else None
+    if config_dir is not None and not config_dir.is_dir():
         print(f"pilot serve: --config-dir {config_dir}: not a directory", file=sys.stderr)
+        return 2
+    try:
+        kube = _kube_options(args)
+    except ValueError as exc:
+        print(f"pilot serve: {exc}", file=sys.stderr)
+        return 2
+    if config_dir is None and kube is None:
+        print(
+            "pilot serve: nothing to serve: give --config-dir DIR and/or --kubeconfig PATH "
+            "(in a pod, the service account is used when neither is given)",
+            file=sys.stderr,
+        )
+        return 2
+    if (args.webhook_cert is None) != (args.webhook_key is None):
+        print("pilot serve: --webhook-cert and --webhook-key must be given together", file=sys.stderr)
+        return 2
+    if kube is not None and args.workers > 1:
+        print("pilot serve: --workers > 1 is not supported with Kubernetes sources yet", file=sys.stderr)
         return 2
     try:
         after, max_delay = durations_from_env()
@@ -41,6 +64,10 @@ def _serve(args: argparse.Namespace) -> int:
         debounce_after=after,
         debounce_max=max_delay,
         eds_debounce=eds_debounce,
+        kube=kube,
+        webhook_addr=args.webhook_addr,
+        webhook_cert=Path(args.webhook_cert) if args.webhook_cert else None,
+        webhook_key=Path(args.webhook_key) if args.webhook_key else None,
     )
     if args.worker_index is not None:
         from pilot.workers.worker import run_worker
@@ -61,12 +88,54 @@ def _serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(options, stop)
 
-    uvloop.run(main())
+    from pilot.webhook import WebhookCertificateError
+
+    try:
+        uvloop.run(main())
+    except WebhookCertificateError as exc:
+        print(f"pilot serve: {exc}", file=sys.stderr)  # one line naming the file, no traceback
+        return 1
     return 0
 
 
+def _kube_options(args: argparse.Namespace) -> KubeOptions | None:
+    """KubeOptions when Kubernetes sources are on (--kubeconfig, or in a pod with no --config-dir), else None.
+    Raises ValueError with a one-line message for a bad flag or PILOT_* value."""
+    import os
+
+    from pilot.push.debounce import parse_bool, parse_duration
+    from pilot.sources.kube.client import in_cluster
+    from pilot.sources.kube.leader import LeaseTiming
+    from pilot.sources.kube.selectors import SelectorError, load_selectors
+    from pilot.sources.kube.source import KubeOptions
+
+    kubeconfig = Path(args.kubeconfig) if args.kubeconfig is not None else None
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise ValueError(f"--kubeconfig {kubeconfig}: not a file")
+    if kubeconfig is None and (args.config_dir is not None or not in_cluster()):
+        if args.discovery_selectors is not None:
+            raise ValueError("--discovery-selectors needs Kubernetes sources (--kubeconfig, or in-cluster)")
+        return None
+    options = KubeOptions(
+        kubeconfig=kubeconfig,
+        enable_status=parse_bool(os.environ.get("PILOT_ENABLE_STATUS", "false"), "PILOT_ENABLE_STATUS"),
+    )
+    if args.discovery_selectors is not None:
+        try:
+            options = dataclasses.replace(options, selectors=load_selectors(Path(args.discovery_selectors)))
+        except SelectorError as exc:
+            raise ValueError(f"--discovery-selectors {exc}") from exc
+    lease = os.environ.get("PILOT_LEADER_LEASE_DURATION")
+    if lease:
+        try:
+            options = dataclasses.replace(options, lease=LeaseTiming.scaled(parse_duration(lease)))
+        except ValueError as exc:
+            raise ValueError(f"PILOT_LEADER_LEASE_DURATION={lease!r}: {exc}") from exc
+    return options
+
+
 def _bootstrap(args: argparse.Namespace) -> int:
-    from pilot.bootstrap import build_bootstrap, render_bootstrap
+    from pilot.bootstrap import build_bootstrap, build_grpc_bootstrap, render_bootstrap, render_grpc_bootstrap
     from pilot.model.proxy import ProxyIdError
     from pilot.server import split_addr
 
@@ -77,27 +146,50 @@ def _bootstrap(args: argparse.Namespace) -> int:
             print(f"pilot bootstrap: --label {item!r}: expected key=value", file=sys.stderr)
             return 2
         labels[key] = value
+    if args.grpc and args.sds_socket is not None:
+        print("pilot bootstrap: --sds-socket is for Envoy; gRPC clients take no SDS cluster", file=sys.stderr)
+        return 2
+    if args.grpc and args.xds_api != "ads":
+        print(f"pilot bootstrap: --grpc clients speak ADS only, not --xds-api {args.xds_api}", file=sys.stderr)
+        return 2
     if args.xds_addr is None and args.xds_api != "rest":
         print(f"pilot bootstrap: --xds-addr is required with --xds-api {args.xds_api}", file=sys.stderr)
         return 2
     host, port = split_addr(args.xds_addr or "127.0.0.1:15010", 15010)
     rest_host, rest_port = split_addr(args.rest_addr, 15014)
     try:
-        config = build_bootstrap(
-            args.node_id,
-            host,
-            port,
-            labels=labels,
-            namespace=args.namespace,
-            admin_port=args.admin_port,
-            xds_api=args.xds_api,
-            rest_host=rest_host,
-            rest_port=rest_port,
-        )
+        if args.grpc:
+            text = render_grpc_bootstrap(
+                build_grpc_bootstrap(args.node_id, host, port, labels=labels, namespace=args.namespace)
+            )
+        else:
+            config = build_bootstrap(
+                args.node_id,
+                host,
+                port,
+                labels=labels,
+                namespace=args.namespace,
+                admin_port=args.admin_port,
+                xds_api=args.xds_api,
+                rest_host=rest_host,
+                rest_port=rest_port,
+                sds_socket=args.sds_socket,
+            )
+            text = render_bootstrap(config)
     except ProxyIdError as exc:
         print(f"pilot bootstrap: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(render_bootstrap(config))
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    output = Path(args.output)
+    staging = output.with_name(f".{output.name}.tmp")
+    try:
+        staging.write_text(text)
+        staging.replace(output)  # readers (gRPC reads GRPC_XDS_BOOTSTRAP at start) never see half a file
+    except OSError as exc:
+        print(f"pilot bootstrap: --output {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -139,13 +231,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve xDS for a directory of Istio and Kubernetes YAML")
-    serve.add_argument("--config-dir", required=True, help="directory watched recursively for *.yaml / *.yml")
+    serve = sub.add_parser("serve", help="serve xDS for Istio and Kubernetes config from a directory and/or a cluster")
+    serve.add_argument("--config-dir", help="directory watched recursively for *.yaml / *.yml")
+    serve.add_argument(
+        "--kubeconfig",
+        help="watch this cluster (Services, Pods, EndpointSlices, Istio config); in a pod with no --config-dir "
+        "the service account is used without this flag",
+    )
+    serve.add_argument(
+        "--discovery-selectors",
+        metavar="FILE",
+        help="YAML list of namespace label selectors (or a mesh config with discoverySelectors:); objects of "
+        "namespaces none matches are ignored",
+    )
     serve.add_argument("--grpc-addr", default="0.0.0.0:15010", help="xDS gRPC listen address (default %(default)s)")
     serve.add_argument(
         "--monitoring-addr", default="0.0.0.0:15014", help="/ready, /metrics and /debug address (default %(default)s)"
     )
     serve.add_argument("--domain-suffix", default="cluster.local", help="DNS domain suffix (default %(default)s)")
+    serve.add_argument(
+        "--webhook-addr", default="0.0.0.0:15017", help="validation webhook HTTPS address (default %(default)s)"
+    )
+    serve.add_argument(
+        "--webhook-cert", help="PEM certificate (chain) of the validation webhook; without it the webhook is off"
+    )
+    serve.add_argument("--webhook-key", help="PEM private key of --webhook-cert")
     serve.add_argument(
         "--workers", type=int, default=1, help="processes sharing the xDS port (SO_REUSEPORT); default 1: one process"
     )
@@ -156,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from pilot.bootstrap import XDS_APIS
 
-    boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap (YAML) for a proxy")
+    boot = sub.add_parser(
+        "bootstrap", help="print an Envoy bootstrap (YAML) for a proxy, or with --grpc a gRPC xDS bootstrap (JSON)"
+    )
     boot.add_argument("--node-id", required=True, help="TYPE~IP~POD.NS~NS.svc.cluster.local")
     boot.add_argument("--xds-addr", help="pilot's xDS gRPC address HOST:PORT (required unless --xds-api rest)")
     boot.add_argument(
@@ -174,6 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--label", action="append", default=[], help="workload label k=v (repeatable)")
     boot.add_argument("--namespace", help="proxy namespace (default: from the node id)")
     boot.add_argument("--admin-port", type=int, default=15000, help="Envoy admin port (default %(default)s)")
+    boot.add_argument(
+        "--sds-socket",
+        metavar="PATH",
+        help="add Istio's sds-grpc cluster on this unix socket (the node agent's SDS server, e.g. "
+        "/var/run/secrets/workload-spiffe-uds/socket): mesh mTLS takes the workload certificates from it",
+    )
+    boot.add_argument(
+        "--grpc",
+        action="store_true",
+        help="a GRPC_XDS_BOOTSTRAP file for a proxyless gRPC client (node metadata GENERATOR: grpc) instead",
+    )
+    boot.add_argument("--output", "-o", help="write to this file (atomically) instead of standard output")
     boot.set_defaults(func=_bootstrap)
 
     validate = sub.add_parser("validate", help="validate YAML files offline; exits 1 on errors")

@@ -25,6 +25,8 @@ class Pilot(Protocol):
     env: Environment
     discovery: DiscoveryServer
 
+    def not_ready_reason(self) -> str: ...
+
 
 SERVER_KEY: web.AppKey[Pilot] = web.AppKey("pilot", object)  # type: ignore[arg-type]
 
@@ -53,7 +55,7 @@ async def ready(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     if server.ready.is_set():
         return web.Response(text="ready\n")
-    return web.Response(text="not ready\n", status=503)
+    return web.Response(text=f"not ready: {server.not_ready_reason()}\n", status=503)
 
 
 async def adsz(request: web.Request) -> web.Response:
@@ -190,13 +192,20 @@ async def metrics(request: web.Request) -> web.Response:
     counters["xds_cache_size"] = len(cache)
     counters["xds_cache_dependent_config_size"] = cache.dependent_config_size
     for name, value in sorted(counters.items()):
-        if "{" in name:
-            base, _, label = name.partition("{")
-            key, _, val = label.rstrip("}").partition("=")
-            lines.append(f'{base}{{{key}="{val}"}} {value}')
-        else:
-            lines.append(f"{name} {value}")
+        lines.append(f"{_series(name)} {value}")
+    webhook = getattr(server, "webhook", None)  # pilot.webhook.WebhookServer, when --webhook-cert is given
+    if webhook is not None:
+        lines.extend(webhook.metric_lines())
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def _series(name: str) -> str:
+    """'name{a=x,b=y}' (how counters are keyed) -> 'name{a="x",b="y"}'."""
+    base, brace, labels = name.partition("{")
+    if not brace:
+        return name
+    pairs = (label.partition("=") for label in labels.rstrip("}").split(","))
+    return base + "{" + ",".join(f'{key}="{value}"' for key, _, value in pairs) + "}"
 
 
 ENDPOINTS = {

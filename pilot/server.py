@@ -1,7 +1,7 @@
 """Wires the pipeline on one event loop and owns every task it starts.
 
-file source → config store → debouncer → DiscoveryServer (PushContext + push queue) → ADS streams;
-the monitoring HTTP server only reads.
+file source and/or Kubernetes source → config store → debouncer → DiscoveryServer (PushContext + push
+queue) → ADS streams; the monitoring HTTP server only reads.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pilot.registry.aggregate import AggregateRegistry
 from pilot.registry.kube import KubernetesRegistry
 from pilot.registry.serviceentry import ServiceEntryRegistry
 from pilot.sources.files import FileSource
+from pilot.sources.kube.source import KubeOptions, KubeSource
+from pilot.webhook import WebhookServer
 from pilot.xds import rest
 from pilot.xds.server import DiscoveryServer, RawCodec
 
@@ -42,7 +44,7 @@ def split_addr(addr: str, default_port: int) -> tuple[str, int]:
 
 @dataclass
 class ServerOptions:
-    config_dir: Path
+    config_dir: Path | None  # None: no config directory (Kubernetes only)
     grpc_addr: str = "0.0.0.0:15010"
     monitoring_addr: str = "0.0.0.0:15014"
     domain_suffix: str = "cluster.local"
@@ -53,13 +55,18 @@ class ServerOptions:
     # the other workers (SO_REUSEPORT) and monitoring is served on a private unix socket the supervisor reads.
     reuse_port: bool = False
     monitoring_socket: Path | None = None
+    kube: KubeOptions | None = None  # Kubernetes sources (pilot/sources/kube/), beside or instead of the dir
+    # Validating admission webhook (pilot/webhook.py): HTTPS, off unless a certificate and key are given.
+    webhook_addr: str = "0.0.0.0:15017"
+    webhook_cert: Path | None = None
+    webhook_key: Path | None = None
 
 
 class PilotServer:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self.store = ConfigStore()
-        self.source = FileSource(options.config_dir, self.store)
+        self.source = FileSource(options.config_dir, self.store) if options.config_dir is not None else None
         endpoints = EndpointIndex()
         self.registry = AggregateRegistry(
             [
@@ -77,6 +84,8 @@ class PilotServer:
             push_now=self.discovery.push_now,
         )
         self.triggers = ChangeHandler(self.store, self.registry, self.debouncer.update)
+        self.kube = KubeSource(options.kube, self.store, self.discovery.counters) if options.kube else None
+        self.webhook: WebhookServer | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpclib.server.Server | None = None
@@ -97,8 +106,20 @@ class PilotServer:
             site = web.TCPSite(self._http_runner, mon_host, mon_port)
         await site.start()
         self.monitoring_port = _bound_port(site, mon_port) if isinstance(site, web.TCPSite) else 0
+        if self.options.webhook_cert is not None and self.options.webhook_key is not None:
+            # Before the config loads: a bad certificate fails start() at once.
+            self.webhook = WebhookServer(
+                self.options.webhook_addr,
+                self.options.webhook_cert,
+                self.options.webhook_key,
+                reuse_port=self.options.reuse_port,
+            )
+            await self.webhook.start()
 
-        await self.source.initial_load()
+        if self.source is not None:
+            await self.source.initial_load()
+        if self.kube is not None:
+            await self._kube_synced(self.kube)
         # The first snapshot covers the initial load; only later changes go through the debouncer.
         self.triggers.sync(self.store.snapshot().keys())
         self.discovery.rebuild()
@@ -112,7 +133,8 @@ class PilotServer:
         sockets = self._grpc._server.sockets if self._grpc._server else ()
         self.grpc_port = sockets[0].getsockname()[1] if sockets else grpc_port
 
-        self._spawn(self.source.run(), "config-source")
+        if self.source is not None:
+            self._spawn(self.source.run(), "config-source")
         self._spawn(self.debouncer.run(), "debounce")
         self._spawn(self.discovery.send_loop(), "push-sender")
         self._spawn(self.discovery.watchdog(), "send-watchdog")
@@ -123,8 +145,38 @@ class PilotServer:
             self.grpc_port,
             mon_host,
             self.monitoring_port,
-            self.options.config_dir,
+            self._sources_text(),
         )
+
+    async def _kube_synced(self, kube: KubeSource) -> None:
+        """Start the Kubernetes source and wait until every informer has listed (xDS does not accept before,
+        as istiod does not serve before its caches sync). A source that fails for good fails start()."""
+        task = kube.start()
+        synced = asyncio.ensure_future(kube.synced.wait())
+        try:
+            await asyncio.wait({task, synced}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            synced.cancel()
+        if not kube.synced.is_set():
+            exc = task.exception() if not task.cancelled() else None
+            raise RuntimeError(f"Kubernetes source stopped before it synced: {exc}") from exc
+        task.add_done_callback(self._task_done)
+
+    def _sources_text(self) -> str:
+        parts = [f"config dir {self.options.config_dir}"] if self.options.config_dir is not None else []
+        if self.kube is not None and self.kube.api is not None:
+            parts.append(f"Kubernetes API {self.kube.api.host}")
+        return " and ".join(parts)
+
+    def not_ready_reason(self) -> str:
+        """Why /ready answers 503: the first source still loading, or the server starting or stopping."""
+        if self.source is not None and not self.source.loaded.is_set():
+            return "loading the config directory"
+        if self.kube is not None:
+            reason = self.kube.not_ready_reason()
+            if reason:
+                return reason
+        return "xDS server starting" if self._grpc is None or not self._tasks else "stopping"
 
     def _spawn(self, coro: object, name: str) -> None:
         task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
@@ -137,8 +189,13 @@ class PilotServer:
 
     async def stop(self) -> None:
         self.ready.clear()
+        if self.webhook is not None:
+            await self.webhook.stop()
+            self.webhook = None
         if self._grpc is not None:
             self._grpc.close()
+        if self.kube is not None:
+            await self.kube.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -164,7 +221,18 @@ def _bound_port(site: web.TCPSite, fallback: int) -> int:
 async def serve(options: ServerOptions, stop: asyncio.Event) -> None:
     server = PilotServer(options)
     try:
-        await server.start()
+        # start() can wait long (an API server that does not answer): a stop request must end it too.
+        starting = asyncio.ensure_future(server.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return
+        starting.result()
         await stop.wait()
     finally:
         log.info("shutting down")

@@ -44,7 +44,7 @@ from aiohttp import web
 from pilot.config import validation
 from pilot.config.loader import LoadError, load_object
 from pilot.httpbody import read_bounded
-from pilot.model.config import ISTIO_GROUP
+from pilot.model.config import ISTIO_GROUP, SECURITY_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def validate_object(obj: Any, namespace: str) -> Verdict:
     warnings = [_without_location(e) for e in result.errors]
     for config in accepted.values():
         group = config.api_version.rpartition("/")[0]
-        if group != ISTIO_GROUP:
+        if group not in (ISTIO_GROUP, SECURITY_GROUP):
             continue
         extra = sorted(set(obj) - ISTIO_TOP_LEVEL_FIELDS)
         if extra:

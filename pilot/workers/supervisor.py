@@ -93,6 +93,11 @@ def pilot_worker_command(options: ServerOptions, log_level: str) -> WorkerComman
     """The worker argv; PILOT_* settings (debounce, throttle, timeouts) reach workers through the environment."""
 
     def command(worker: WorkerHandle, grpc_address: str) -> list[str]:
+        # Every worker serves the webhook too, on the shared port (SO_REUSEPORT), from the same certificate.
+        webhook: list[str] = []
+        if options.webhook_cert is not None:
+            webhook += ["--webhook-addr", options.webhook_addr]
+            webhook += ["--webhook-cert", str(options.webhook_cert), "--webhook-key", str(options.webhook_key)]
         return [
             sys.executable,
             "-m",
@@ -110,6 +115,7 @@ def pilot_worker_command(options: ServerOptions, log_level: str) -> WorkerComman
             str(worker.index),
             "--worker-socket",
             str(worker.socket_path),
+            *webhook,
         ]
 
     return command

@@ -106,6 +106,18 @@ def test_bootstrap_is_accepted_by_envoy(tmp_path: Path, capsys: pytest.CaptureFi
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_bootstrap_with_an_sds_socket_defines_istios_sds_cluster(capsys: pytest.CaptureFixture[str]) -> None:
+    node = "sidecar~10.0.0.1~a.b~b.svc.cluster.local"
+    args = ["bootstrap", "--node-id", node, "--xds-addr", "127.0.0.1:15010", "--sds-socket", "/run/agent.sock"]
+    assert main(args) == 0
+    clusters = {c["name"]: c for c in yaml.safe_load(capsys.readouterr().out)["static_resources"]["clusters"]}
+    sds = clusters["sds-grpc"]
+    address = sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address == {"pipe": {"path": "/run/agent.sock"}}
+    assert main([*args, "--grpc"]) == 2
+    assert "--sds-socket is for Envoy" in capsys.readouterr().err
+
+
 def test_bootstrap_rejects_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bootstrap", "--node-id", "nope", "--xds-addr", "127.0.0.1:15010"]) == 2
     assert "expected 4 parts" in capsys.readouterr().err

@@ -471,3 +471,30 @@ async def test_counter_labels_from_requests_are_escaped_and_bounded(
         'galley_validation_passed{group="networking.istio.io",version="v1",resource="virtual\\"services"} 1',
         'galley_validation_passed{group="other",version="other",resource="other"} 1',
     ]
+
+
+PA_RESOURCE = {"group": "security.istio.io", "version": "v1", "resource": "peerauthentications"}
+
+
+async def test_peer_authentication_is_validated_like_the_networking_kinds(
+    webhook: WebhookServer, client: aiohttp.ClientSession
+) -> None:
+    def peer_authentication(spec: dict[str, Any]) -> dict[str, Any]:
+        metadata = {"name": "default", "namespace": "default"}
+        return {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication", "metadata": metadata, "spec": spec}
+
+    good = peer_authentication({"mtls": {"mode": "STRICT"}})
+    assert (await post_review(client, webhook, admission_review(good, resource=PA_RESOURCE)))["allowed"] is True
+    # A namespace-wide policy with port-level settings: istiod's message, by field path.
+    bad = peer_authentication({"mtls": {"mode": "STRICT"}, "portLevelMtls": {"8080": {"mode": "DISABLE"}}})
+    denied = await post_review(client, webhook, admission_review(bad, resource=PA_RESOURCE))
+    assert denied["allowed"] is False
+    assert denied["status"]["message"] == (
+        "configuration is invalid: PeerAuthentication default/default: spec.portLevelMtls: "
+        "mesh/namespace peer authentication cannot have port level mTLS"
+    )
+    odd = {**good, "specs": {}}
+    assert (await post_review(client, webhook, admission_review(odd, resource=PA_RESOURCE)))["status"]["message"] == (
+        'unknown field "specs" on PeerAuthentication resource default/default'
+    )
+    assert webhook.passed == {("security.istio.io", "v1", "peerauthentications"): 1}
