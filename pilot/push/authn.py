@@ -84,6 +84,9 @@ def _has_selector(cfg: Config) -> bool:
     return selector is not None and bool(selector.match_labels)
 
 
+_MEMO_LIMIT = 4096  # namespace sets remembered; the index outlives pushes while no policy changes
+
+
 @dataclass(eq=False)
 class AuthnPolicies:
     """Every PeerAuthentication, indexed by namespace (istiod's AuthenticationPolicies)."""
@@ -95,6 +98,9 @@ class AuthnPolicies:
     _effective_memo: dict[tuple[str, tuple[tuple[str, str], ...]], MergedPeerAuthentication] = field(
         default_factory=dict
     )
+    # Per namespace set (cluster units ask once per service): the index is immutable, so answers never change.
+    _keys_memo: dict[frozenset[str], frozenset[ConfigKey]] = field(default_factory=dict)
+    _version_memo: dict[frozenset[str], tuple[tuple[ConfigKey, int], ...]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, configs: Sequence[Config], root_namespace: str) -> AuthnPolicies:
@@ -138,18 +144,32 @@ class AuthnPolicies:
         key = (namespace, tuple(sorted(labels.items())))
         found = self._effective_memo.get(key)
         if found is None:
+            if len(self._effective_memo) >= _MEMO_LIMIT:
+                self._effective_memo.clear()
             found = self._effective_memo[key] = compose(self.root_namespace, self.for_workload(namespace, labels))
         return found
 
     def keys_in(self, namespaces: Iterable[str]) -> frozenset[ConfigKey]:
         """The policies of these namespaces (those that can change config built for them)."""
-        return frozenset(cfg.key for ns in set(namespaces) for cfg in self.by_namespace.get(ns, ()))
+        wanted = frozenset(namespaces)
+        found = self._keys_memo.get(wanted)
+        if found is None:
+            found = frozenset(cfg.key for ns in wanted for cfg in self.by_namespace.get(ns, ()))
+            if len(self._keys_memo) >= _MEMO_LIMIT:
+                self._keys_memo.clear()
+            self._keys_memo[wanted] = found
+        return found
 
     def version_of(self, namespaces: Iterable[str]) -> tuple[tuple[ConfigKey, int], ...]:
         """Identity and content of the policies of these namespaces: a cache key part (istiod's authn version)."""
-        return tuple(
-            sorted((cfg.key, cfg.content_hash) for ns in set(namespaces) for cfg in self.by_namespace.get(ns, ()))
-        )
+        wanted = frozenset(namespaces)
+        found = self._version_memo.get(wanted)
+        if found is None:
+            found = tuple(sorted((cfg.key, cfg.content_hash) for ns in wanted for cfg in self.by_namespace.get(ns, ())))
+            if len(self._version_memo) >= _MEMO_LIMIT:
+                self._version_memo.clear()
+            self._version_memo[wanted] = found
+        return found
 
 
 def compose(root_namespace: str, configs: Iterable[Config]) -> MergedPeerAuthentication:

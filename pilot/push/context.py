@@ -464,8 +464,11 @@ class PushContext:
         certs = has_workload_certificates(proxy)  # mTLS config needs them (pilot.push.authn)
         labels = tuple(sorted(proxy.labels.items())) if self.uses_source_labels else ()
         interception = str(proxy.metadata.get("INTERCEPTION_MODE", ""))
-        # Which generator serves the node: Envoy's (""), or "grpc" for proxyless gRPC (pilot.xds.grpcgen).
+        # Which generator serves the node: Envoy's (""), or "grpc" for proxyless gRPC (pilot.xds.grpcgen),
+        # which generates no server side.
         generator = str(proxy.metadata.get("GENERATOR") or "")
+        if generator:
+            inbound = ()
         outbound = (
             proxy.type,
             proxy.namespace,

@@ -664,7 +664,7 @@ def inbound_cluster(name: str, port: Port, upstream: inbound.Upstream) -> Cluste
     return cluster
 
 
-def _inbound_units(proxy: Proxy, push: PushContext) -> list[Unit]:
+def inbound_cluster_units(proxy: Proxy, push: PushContext) -> list[Unit]:
     """The clusters of a sidecar's inbound chains (see pilot.xds.inbound), and InboundPassthroughCluster for
     its virtualInbound passthrough chains. Keyed by everything that shapes them; they depend on nothing else."""
     plan = inbound.plan(proxy, push)
@@ -682,12 +682,12 @@ def _inbound_units(proxy: Proxy, push: PushContext) -> list[Unit]:
 
 
 def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Unit]:
-    """One unit per cluster a proxy gets: outbound service clusters (and subsets), then BlackHole and
-    Passthrough, then a sidecar's inbound clusters. A cluster depends on its service, on the DestinationRule
-    chosen for it and on the PeerAuthentications of the service's namespace and the mesh; its key adds what
-    else shapes it (router or sidecar: a passthrough service is an EDS cluster on gateways; ADS or not: the
-    EDS config source; workload certificates and whether auto-mTLS applies; the PeerAuthentications, which
-    shape inline endpoints)."""
+    """One unit per outbound cluster a proxy gets: service clusters (and subsets), then BlackHole and
+    Passthrough (a sidecar's inbound clusters are ``inbound_cluster_units``). A cluster depends on its
+    service, on the DestinationRule chosen for it and on the PeerAuthentications of the service's namespace
+    and the mesh; its key adds what else shapes it (router or sidecar: a passthrough service is an EDS
+    cluster on gateways; ADS or not: the EDS config source; workload certificates and whether auto-mTLS
+    applies; the PeerAuthentications, which shape inline endpoints)."""
     units: list[Unit] = []
     seen: set[str] = set()
     certs = has_workload_certificates(proxy)
@@ -710,8 +710,6 @@ def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Un
                 units.append(Unit(key, deps, build))
     units.append(_static_unit(names.BLACKHOLE_CLUSTER, blackhole_cluster))
     units.append(_static_unit(names.PASSTHROUGH_CLUSTER, passthrough_cluster))
-    if not proxy.is_router:
-        units.extend(_inbound_units(proxy, push))
     return units
 
 
@@ -743,6 +741,6 @@ def build_clusters(proxy: Proxy, push: PushContext) -> list[Cluster]:
     """All clusters for a proxy, built directly (no cache): outbound clusters, then BlackHole, Passthrough, then
     a sidecar's inbound clusters."""
     out: list[Cluster] = []
-    for unit in cluster_units(proxy, push, scope_for(push, proxy)):
+    for unit in [*cluster_units(proxy, push, scope_for(push, proxy)), *inbound_cluster_units(proxy, push)]:
         out.extend(unit.build())  # type: ignore[arg-type]
     return out

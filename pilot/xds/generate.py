@@ -116,9 +116,35 @@ class Generator:
     def snapshot(self, type_url: str, proxy: Proxy, push: PushContext, view: View, names: NameSet | None) -> Snapshot:
         """What a proxy of ``view`` subscribing ``names`` (None: wildcard) should hold of one type.
 
-        Only listeners and clusters hold the proxy's inbound side: endpoints and routes are shared by the
-        whole outbound class (the sidecars of every service of a namespace, typically)."""
-        key = (type_url, view if type_url in _INBOUND_TYPES else view.outbound, names)
+        Endpoints and routes are shared by the whole outbound class (the sidecars of every service of a
+        namespace, typically). Listeners and clusters are the outbound class's shared snapshot plus the
+        proxy's inbound ones, kept per full view; without an inbound side that is the shared snapshot itself."""
+        if type_url not in _INBOUND_TYPES:
+            return self._kept((type_url, view.outbound, names), type_url, proxy, push, names)
+        shared = self._kept(("outbound", type_url, view.outbound, names), type_url, proxy, push, names)
+        if not view.inbound:
+            return shared
+        return self._kept(
+            (type_url, view, names),
+            type_url,
+            proxy,
+            push,
+            names,
+            lambda: shared.extended(
+                self._of_units(type_url, self.inbound_units(type_url, proxy, push, view), names, push.number)
+            ),
+        )
+
+    def _kept(
+        self,
+        key: Hashable,
+        type_url: str,
+        proxy: Proxy,
+        push: PushContext,
+        names: NameSet | None,
+        build: Callable[[], Snapshot] | None = None,
+    ) -> Snapshot:
+        """The snapshot under ``key`` for the current epoch of its type: kept, derived or built."""
         epoch = self._epochs[type_url]
         kept = self._snapshots.get(key)
         if kept is not None and kept.epoch == epoch:
@@ -130,7 +156,11 @@ class Generator:
             if hosts is not None:
                 snapshot = self._derive_endpoints(kept.snapshot, proxy, push, names, hosts)
         if snapshot is None:
-            snapshot = Snapshot(self.resources(type_url, proxy, push, names))
+            if build is not None:
+                snapshot = build()
+            else:
+                units = self.units(type_url, proxy, push, names)
+                snapshot = Snapshot(self._of_units(type_url, units, names, push.number))
         self._snapshots[key] = _Kept(epoch, snapshot)
         self._snapshots.move_to_end(key)
         while len(self._snapshots) > MAX_SNAPSHOTS:
@@ -154,16 +184,24 @@ class Generator:
     # ----- resources -----
 
     def resources(self, type_url: str, proxy: Proxy, push: PushContext, names: Iterable[str] | None) -> list[Resource]:
-        """Every resource of one type for a proxy: all of them (names None) or the requested names."""
+        """Every resource of one type for a proxy, both sides: all of them (names None) or the requested names."""
+        units = [*self.units(type_url, proxy, push, names), *self.inbound_units(type_url, proxy, push)]
+        return self._of_units(type_url, units, names, push.number)
+
+    def _of_units(
+        self, type_url: str, units: Iterable[Unit], names: Iterable[str] | None, token: int
+    ) -> list[Resource]:
+        """The resources of ``units`` (from the cache, or built and cached under the push's ``token``)."""
         out: list[Resource] = []
-        for unit in self.units(type_url, proxy, push, names):
-            out.extend(self._materialize(unit, push.number))
+        for unit in units:
+            out.extend(self._materialize(unit, token))
         if names is not None and type_url in (CLUSTER_TYPE, LISTENER_TYPE):
             wanted = set(names)
             out = [r for r in out if r.name in wanted]
         return out
 
     def units(self, type_url: str, proxy: Proxy, push: PushContext, names: Iterable[str] | None) -> list[Unit]:
+        """The units of one type that a proxy's outbound view decides (all of them but its inbound side)."""
         scope = scope_for(push, proxy)
         if grpcgen.is_grpc(proxy):  # proxyless gRPC nodes (metadata GENERATOR: grpc): istiod's grpc generator
             return grpcgen.units(type_url, proxy, push, scope, names, _CachedParts(self.cache, push.number))
@@ -177,6 +215,18 @@ class Generator:
         if type_url == ROUTE_TYPE:
             parts = _CachedParts(self.cache, push.number)
             return [rds.route_unit(proxy, push, scope, n, parts) for n in sorted(names or ())]
+        return []
+
+    def inbound_units(self, type_url: str, proxy: Proxy, push: PushContext, view: View | None = None) -> list[Unit]:
+        """A sidecar's inbound listeners and clusters (its own service instances), none for other types."""
+        if view is None:
+            view = push.view_of(proxy)
+        if not view.inbound:
+            return []
+        if type_url == CLUSTER_TYPE:
+            return cds.inbound_cluster_units(proxy, push)
+        if type_url == LISTENER_TYPE:
+            return lds.inbound_listener_units(proxy, push, scope_for(push, proxy, view), view)
         return []
 
     def _materialize(self, unit: Unit, token: int) -> tuple[Resource, ...]:

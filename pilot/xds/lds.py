@@ -43,7 +43,7 @@ from pilot.model.host import matches as hosts_overlap
 from pilot.model.host import resolve_short_name
 from pilot.model.proxy import Proxy
 from pilot.model.service import Protocol, Service
-from pilot.push.context import EgressListener, PushContext
+from pilot.push.context import EgressListener, PushContext, View
 from pilot.push.scope import ProxyScope
 from pilot.xds import inbound, names
 from pilot.xds.cds import config_source
@@ -404,14 +404,17 @@ def build_listeners(proxy: Proxy, push: PushContext) -> list[Listener]:
 
 
 def listener_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Unit]:
-    """Two cacheable units. The outbound listeners are planned together (ports shared by services, gateway
-    servers merged), so they are one unit that depends on the scope as a whole and is shared by its outbound
-    class. A sidecar's inbound listeners are keyed by its whole view (targets, policy in effect, IPs when a
-    Sidecar ingress binds) and depend on the PeerAuthentications in scope and the Sidecar."""
-    units = [Unit(("lds", scope.fingerprint), scope.deps, lambda: build_outbound_listeners(proxy, push))]
-    if not proxy.is_router:
-        view = push.view_of(proxy)
-        if view.inbound:
-            deps = scope.peer_authentications | ({scope.sidecar} if scope.sidecar is not None else set())
-            units.append(Unit(("lds-inbound", view), deps, lambda: inbound.build_listeners(proxy, push)))
-    return units
+    """A proxy's outbound listeners as one cacheable unit: they are planned together (ports shared by
+    services, gateway servers merged), so they depend on the scope as a whole and are shared by its outbound
+    class. A sidecar's inbound listeners are ``inbound_listener_units``."""
+    return [Unit(("lds", scope.fingerprint), scope.deps, lambda: build_outbound_listeners(proxy, push))]
+
+
+def inbound_listener_units(proxy: Proxy, push: PushContext, scope: ProxyScope, view: View) -> list[Unit]:
+    """A sidecar's inbound listeners as one unit, keyed by its whole view (service targets, the policy in
+    effect, its IPs when a Sidecar ingress binds), depending on the PeerAuthentications in scope and the
+    Sidecar; none without an inbound side."""
+    if proxy.is_router or not view.inbound:
+        return []
+    deps = scope.peer_authentications | ({scope.sidecar} if scope.sidecar is not None else set())
+    return [Unit(("lds-inbound", view), deps, lambda: inbound.build_listeners(proxy, push))]

@@ -73,6 +73,13 @@ class Snapshot:
         self.base = None
         return Snapshot(merged.values(), base=self, touched=frozenset(regenerated))
 
+    def extended(self, extra: Iterable[Resource]) -> Snapshot:
+        """This snapshot plus ``extra`` (which win on equal names); this very object when there is none."""
+        extra = list(extra)
+        if not extra:
+            return self
+        return Snapshot([*self.resources.values(), *extra])
+
     def diff(self, holds: Versions) -> Diff:
         memo = self._diffs.get(id(holds))
         if memo is not None and memo[0] is holds:

@@ -295,9 +295,11 @@ def test_cache_keys_and_dependencies_follow_the_policies() -> None:
     # LDS: an instance's inbound listeners depend on the policies of its scope, its outbound ones do not (and
     # a proxy without an inbound side has only those).
     instance = sidecar("team-a", {"app": "a"}, ip="10.0.1.1")
-    outbound, inbound = lds.listener_units(instance, strict, scope_for(strict, instance))
+    scope = scope_for(strict, instance)
+    (outbound,) = lds.listener_units(instance, strict, scope)
+    (inbound,) = lds.inbound_listener_units(instance, strict, scope, strict.view_of(instance))
     assert inbound.key[0] == "lds-inbound" and key_a in inbound.deps and key_a not in outbound.deps
-    assert [u.key[0] for u in lds.listener_units(proxy, strict, scope_for(strict, proxy))] == ["lds"]
+    assert lds.inbound_listener_units(proxy, strict, scope_for(strict, proxy), strict.view_of(proxy)) == []
 
 
 def test_proxy_classes_split_by_the_policy_in_effect_and_by_service_targets() -> None:
@@ -323,3 +325,32 @@ def test_file_loader_accepts_security_kinds_beside_networking_ones(tmp_path: Pat
     assert kinds == ["PeerAuthentication", "ServiceEntry", "Sidecar"]
     cfg: Config = next(c for c in result.configs if c.kind == "PeerAuthentication")
     assert cfg.api_version == "security.istio.io/v1"
+
+
+def test_instances_share_their_outbound_snapshots_and_add_only_their_inbound_side() -> None:
+    from pilot.xds.cache import XdsCache
+    from pilot.xds.generate import Generator
+    from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
+    from pilot.xds.snapshot import NameSet, Snapshot
+
+    push = push_of(SERVICES)
+    generator = Generator(XdsCache())
+    client = sidecar("team-a", {"app": "x"})
+    instance = sidecar("team-a", {"app": "a"}, ip="10.0.1.1")
+
+    def snapshot(type_url: str, proxy: Proxy, names: NameSet | None = None) -> Snapshot:
+        return generator.snapshot(type_url, proxy, push, push.view_of(proxy), names)
+
+    for type_url in (CLUSTER_TYPE, LISTENER_TYPE):
+        shared, own = snapshot(type_url, client), snapshot(type_url, instance)
+        assert own is not shared
+        extra = set(own.resources) - set(shared.resources)
+        assert extra and all(n.startswith(("inbound|", "virtualInbound", "InboundPassthrough")) for n in extra)
+        # The outbound resources are the very same encoded objects, not rebuilt per instance.
+        assert all(own.resources[n] is r for n, r in shared.resources.items())
+    assert set(snapshot(CLUSTER_TYPE, instance).resources) - set(snapshot(CLUSTER_TYPE, client).resources) == {
+        "inbound|80||",
+        "InboundPassthroughCluster",
+    }
+    names = NameSet.of({"outbound|80||a.team-a.svc.cluster.local"})
+    assert snapshot(ENDPOINT_TYPE, instance, names) is snapshot(ENDPOINT_TYPE, client, names)
