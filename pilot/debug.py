@@ -113,7 +113,9 @@ async def syncz(request: web.Request) -> web.Response:
 async def push_status(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     push = server.discovery.current
-    return _json(request, push.proxy_status() if push else {})
+    status = dict(push.proxy_status()) if push else {}
+    status.update(server.discovery.quarantine_status())  # resources proxies rejected (pilot.xds.quarantine)
+    return _json(request, status)
 
 
 async def config_cache(request: web.Request) -> web.Response:

@@ -53,6 +53,7 @@ from pilot.xds.units import Unit
 log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT = datetime.timedelta(seconds=10)
+UNIX_PREFIX = "unix://"
 DEFAULT_MIN_RING_SIZE = 1024
 DISABLED_TLS_MODE = "disabled"  # istiod's DisabledTLSModeLabel: the tlsMode of an endpoint without the label
 MAX_UINT32 = 2**32 - 1
@@ -190,6 +191,8 @@ def config_source(proxy: Proxy) -> config_source_pb2.ConfigSource:
 
 
 def _socket_address(address: str, port: int) -> address_pb2.Address:
+    if address.startswith(UNIX_PREFIX):  # a ServiceEntry endpoint on a unix domain socket: istiod's pipe address
+        return address_pb2.Address(pipe=address_pb2.Pipe(path=address[len(UNIX_PREFIX) :]))
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port))
 
 

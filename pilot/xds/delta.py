@@ -8,7 +8,8 @@
 * Every newly subscribed name is sent, even when the client seems to hold its latest version.
 * ``removed_resources`` only ever names a resource the client held: never a name that simply does not exist
   (yet), such as an EDS cluster whose service has no endpoints or has not been seen (go-control-plane #488).
-* Responses carry only what changed; a NACK is recorded and not answered by resending.
+* Responses carry only what changed; a NACK is recorded and not answered by resending: what the client
+  refused is quarantined and the rest sent again (``pilot.xds.quarantine``).
 """
 
 from __future__ import annotations
@@ -65,9 +66,12 @@ class DeltaStream(StreamMachine):
             message = request.error_detail.message or f"code {request.error_detail.code}"
             state.last_error = message
             state.nacks += 1
-            return Decision(RequestKind.NACK, type_url, respond=respond, error=message)
+            held_back, owed = self._rejected(state, message)
+            respond = respond or owed
+            return Decision(RequestKind.NACK, type_url, respond=respond, error=message, quarantined=held_back)
         state.acked_version = state.sent_version
         state.last_error = ""
+        self._accepted(state)
         return Decision(RequestKind.ACK, type_url, respond=respond)
 
     @staticmethod
@@ -126,6 +130,7 @@ class DeltaStream(StreamMachine):
         those names although unchanged.
         """
         state = self.types.setdefault(type_url, TypeState())
+        snapshot = self._effective(state, snapshot)
         diff = snapshot.diff(state.holds)
         extra = self._forced(snapshot, force_names)
         changed = diff.changed

@@ -36,6 +36,7 @@ from pilot.xds.units import Unit
 
 MAX_SNAPSHOTS = 4096  # proxy classes x types x subscriptions kept; the least recently used go first
 EDS_LOG = 64  # endpoint-only epochs remembered for deriving EDS snapshots
+MAX_ORIGINS = 500_000  # resource origins remembered (a few per resource name of the mesh)
 _INBOUND_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE})  # the types a proxy's inbound side shapes
 
 
@@ -72,6 +73,15 @@ def _name_of(message: Message) -> str:
     return name or getattr(message, "cluster_name", "")
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The config keys a resource was built from, its version, and the push (number) that changed it last."""
+
+    deps: Collection[ConfigKey]
+    version: str
+    changed_at: int
+
+
 @dataclass(slots=True)
 class _Kept:
     epoch: int
@@ -86,6 +96,8 @@ class Generator:
         # (EDS epoch, hosts it changed) for endpoint-only pushes, newest last
         self._eds_log: deque[tuple[int, frozenset[str]]] = deque(maxlen=EDS_LOG)
         self.generated = 0  # resources built (cache misses), for tests and debug
+        # What each resource was last built from, by (type, name): what a NACK report blames.
+        self.origins: dict[tuple[str, str], Origin] = {}
 
     # ----- invalidation -----
 
@@ -235,6 +247,13 @@ class Generator:
             return found
         value = tuple(m if isinstance(m, Resource) else Resource.of(_name_of(m), m) for m in unit.build())
         self.generated += len(value)
+        if len(self.origins) > MAX_ORIGINS:
+            self.origins.clear()
+        for resource in value:
+            key = (resource.type_url, resource.name)
+            previous = self.origins.get(key)
+            changed_at = previous.changed_at if previous and previous.version == resource.version else token
+            self.origins[key] = Origin(unit.deps, resource.version, changed_at)
         self.cache.add(unit.key, value, unit.deps, token)
         return value
 

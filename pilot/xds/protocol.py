@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from pilot.xds import quarantine
 from pilot.xds.resource import Resource
 from pilot.xds.snapshot import EMPTY_NAMES, EMPTY_VERSIONS, Encoded, NameSet, Snapshot, Versions
 
@@ -39,6 +40,7 @@ class Decision:
     type_url: str
     respond: bool
     error: str = ""  # a NACK's error_detail message
+    quarantined: tuple[str, ...] = ()  # NACK: the resources now held back from this stream (see pilot.xds.quarantine)
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +77,13 @@ class TypeState:
     nacks: int = 0
     sent: int = 0  # responses sent
     extra: dict[str, object] = field(default_factory=dict)
+    # NACK quarantine (pilot.xds.quarantine): what the last response brought the client to and what it held
+    # before it, the snapshot of the last response it accepted, and the resources it rejected (name -> the
+    # version it refused), which the stream keeps serving at the version the client holds.
+    sent_snapshot: Snapshot | None = None
+    before_send: Versions = field(default_factory=lambda: EMPTY_VERSIONS)
+    accepted: Snapshot | None = None
+    quarantine: dict[str, str] = field(default_factory=dict)
 
     def subscribed(self, name: str) -> bool:
         return self.wildcard or name in self.names
@@ -123,7 +132,36 @@ class StreamMachine:
         return (nonce, version, build(nonce)), True
 
     @staticmethod
+    def _accepted(state: TypeState) -> None:
+        """The client ACKed the last response: what it brought is what the client now runs."""
+        state.accepted = state.sent_snapshot
+
+    @staticmethod
+    def _rejected(state: TypeState, message: str) -> tuple[tuple[str, ...], bool]:
+        """The client NACKed the last response: it keeps what it held before. Quarantine what that response
+        brought and the client refused; returns those names, and whether the rest of that response is owed
+        to the client again (it held other changes)."""
+        sent = state.sent_snapshot
+        if sent is None:
+            return (), False
+        state.holds = state.before_send
+        held_back, others = quarantine.culprits(message, sent.versions, state.before_send, state.quarantine)
+        for name in held_back:
+            state.quarantine[name] = sent.versions[name]
+        return held_back, others
+
+    @staticmethod
+    def _effective(state: TypeState, snapshot: Snapshot) -> Snapshot:
+        """``snapshot`` as this stream may send it: quarantined resources at the version the client holds."""
+        if not state.quarantine:
+            return snapshot
+        sources = (state.sent_snapshot, state.accepted)
+        return quarantine.patched(snapshot, state.quarantine, state.holds, sources, state.extra)
+
+    @staticmethod
     def _sent(state: TypeState, snapshot: Snapshot, nonce: str, version: str, now: float) -> None:
+        state.before_send = state.holds
+        state.sent_snapshot = snapshot
         state.holds = snapshot.versions
         state.sent_nonce = nonce
         state.sent_version = version

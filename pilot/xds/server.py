@@ -32,14 +32,14 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 from grpclib.encoding.proto import ProtoCodec
 
-from pilot.model.config import ENDPOINTS_KIND
+from pilot.model.config import ENDPOINTS_KIND, ConfigKey
 from pilot.model.environment import Environment
 from pilot.model.proxy import Proxy, ProxyIdError, parse_proxy
 from pilot.push.context import PushContext, View
 from pilot.push.queue import PushQueue
 from pilot.push.request import PushRequest
 from pilot.push.scope import ProxyScope, scope_for
-from pilot.xds import fastwrite, h2tuning
+from pilot.xds import fastwrite, h2tuning, quarantine
 from pilot.xds.cache import XdsCache, max_entries_from_env
 from pilot.xds.delta import DeltaStream
 from pilot.xds.generate import Generator
@@ -140,7 +140,7 @@ class Connection:
         self.metadata: dict[str, object] = {}
         # The proxy's class in the push it last saw, and its scope then and the time before.
         self.push_number = -1
-        self.view: View = ()
+        self.view: View = View()
         self.scope: ProxyScope | None = None
         self.previous_scope: ProxyScope | None = None
         self._answers: asyncio.Queue[Decision | None] = asyncio.Queue(self.REQUEST_BUFFER)
@@ -415,6 +415,8 @@ class DiscoveryServer:
         self._numbers = itertools.count(1)
         self._conn_numbers = itertools.count(1)
         self.last_push_reach = (0, 0)  # (connections the last push was queued for, connections then)
+        self.recent_changes = quarantine.RecentChanges()  # what the last pushes changed (NACK reports)
+        self.quarantine_report = quarantine.QuarantineReport()
 
     # ----- push side -----
 
@@ -461,6 +463,7 @@ class DiscoveryServer:
             hosts = self._endpoint_hosts(request)
             self.cache.clear(request.configs_updated or ())
             self.generator.endpoints_changed(hosts)
+        self.recent_changes.record(push.number, None if request.forced else request.configs_updated)
         for reason, count in request.reason.items():
             self.counters[f"pilot_push_triggers{{type={reason}}}"] += count
         enqueued = 0
@@ -522,8 +525,42 @@ class DiscoveryServer:
         if decision.kind is RequestKind.NACK:
             self.counters[f"pilot_total_xds_rejects{{type={short}}}"] += 1
             log.warning("ADS:%s: ACK ERROR %s %s", short.upper(), conn.id, decision.error.replace("\n", " "))
+            if decision.quarantined:
+                self._quarantine(conn, decision)
         elif decision.kind is RequestKind.STALE:
             self.counters[f"pilot_xds_expired_nonce{{type={short}}}"] += 1
+
+    def _quarantine(self, conn: Connection, decision: Decision) -> None:
+        """Report the resources a proxy rejected, now held back from it (pilot.xds.quarantine)."""
+        state = conn.protocol.types[decision.type_url]
+        short = SHORT_TYPE.get(decision.type_url, decision.type_url)
+        message = decision.error[: quarantine.MAX_MESSAGE]
+        for name in decision.quarantined:
+            version = state.quarantine.get(name, "")
+            origin = self.generator.origins.get((decision.type_url, name))
+            objects: tuple[ConfigKey, ...] = ()
+            if origin is not None and origin.version == version:
+                # The objects behind it that the push which made this version changed.
+                objects = quarantine.offending(origin.deps, self.recent_changes.at(origin.changed_at))
+            entry = quarantine.Quarantined(conn.id, decision.type_url, name, version, objects, message, time.time())
+            self.counters[f"pilot_xds_nack_quarantined{{type={short}}}"] += 1
+            if self.quarantine_report.add(entry):
+                blamed = ", ".join(str(k) for k in entry.objects) or "unknown objects"
+                log.warning(
+                    "ADS:%s: %s rejected %s (from %s); serving it the version it holds until that changes",
+                    short.upper(),
+                    conn.id,
+                    name,
+                    blamed,
+                )
+
+    def quarantine_status(self) -> dict[str, dict[str, object]]:
+        """The quarantined resources still in force, for /debug/push_status."""
+        live = {
+            conn.id: {t: s.quarantine for t, s in conn.protocol.types.items() if s.quarantine}
+            for conn in self.connections.values()
+        }
+        return quarantine.QuarantineReport.status(self.quarantine_report.current(live))
 
     async def _serve(self, stream: grpclib.server.Stream, protocol: SotwStream | DeltaStream, only_type: str) -> None:
         conn = Connection(self, stream, next(self._conn_numbers), protocol, only_type)

@@ -3,7 +3,8 @@
 Rules followed (shared/notes/xds-protocol-and-peers.md §1 and §6):
 
 * a NACK is recognised by ``error_detail``; it is recorded and never answered by resending the same
-  resources (the client keeps its last good version until the config changes);
+  resources: what the client refused is quarantined (``pilot.xds.quarantine``) and the rest of the update
+  is sent again without it; a quarantined resource is retried when its content changes;
 * a request whose ``response_nonce`` is not the last nonce sent for that type is stale and ignored,
   including any subscription change it carries: the client repeats its full name list in the next request;
 * an empty nonce (first request for a type, or after reconnect) is always answered;
@@ -49,7 +50,9 @@ class SotwStream(StreamMachine):
             state.last_error = message
             state.acked_nonce = nonce  # the client answered this nonce, with a rejection
             state.nacks += 1
-            return Decision(RequestKind.NACK, type_url, respond=False, error=message)
+            # The rest of the rejected update is sent again without what the client refused.
+            held_back, owed = self._rejected(state, message) if nonce else ((), False)
+            return Decision(RequestKind.NACK, type_url, respond=owed, error=message, quarantined=held_back)
 
         was_wildcard, previous = state.wildcard, state.names
         self._update_subscription(type_url, state, request)
@@ -60,6 +63,7 @@ class SotwStream(StreamMachine):
         state.acked_nonce = nonce
         state.acked_version = request.version_info
         state.last_error = ""
+        self._accepted(state)
         if state.wildcard:
             return Decision(RequestKind.ACK, type_url, respond=not was_wildcard)  # widened to everything
         added = was_wildcard or (state.names is not previous and bool(state.names.names - previous.names))
@@ -114,6 +118,7 @@ class SotwStream(StreamMachine):
         ``force_names`` resends those names although unchanged.
         """
         state = self.types.setdefault(type_url, TypeState())
+        snapshot = self._effective(state, snapshot)
         diff = snapshot.diff(state.holds)
         extra = self._forced(snapshot, force_names)
         if type_url in WILDCARD_TYPES or force:
