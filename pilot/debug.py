@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from pilot import httpserve
 from pilot.config.store import ConfigStore
 from pilot.model.environment import Environment
 from pilot.xds.names import SHORT_TYPE
@@ -227,7 +228,8 @@ async def debug_list(request: web.Request) -> web.Response:
 
 
 def build_app(server: Pilot) -> web.Application:
-    app = web.Application()
+    # /debug/* one at a time and within a share of the loop: dumps never starve pushes (pilot.httpserve).
+    app = web.Application(middlewares=[httpserve.DebugBudget().middleware()])
     app[SERVER_KEY] = server
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)

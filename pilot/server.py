@@ -14,7 +14,7 @@ from pathlib import Path
 import grpclib.server
 from aiohttp import web
 
-from pilot import debug
+from pilot import debug, httpserve
 from pilot.config.store import ConfigStore
 from pilot.model.endpoint_index import EndpointIndex
 from pilot.model.environment import Environment
@@ -26,7 +26,7 @@ from pilot.registry.serviceentry import ServiceEntryRegistry
 from pilot.sources.files import FileSource
 from pilot.sources.kube.source import KubeOptions, KubeSource
 from pilot.webhook import WebhookServer
-from pilot.xds import rest
+from pilot.xds import limits, rest
 from pilot.xds.server import DiscoveryServer, RawCodec
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ class PilotServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpclib.server.Server | None = None
         self._http_runner: web.AppRunner | None = None
+        self._monitoring: asyncio.AbstractServer | None = None
+        self.monitoring_limit: httpserve.LimitedFactory | None = None
         self.grpc_port = 0
         self.monitoring_port = 0
 
@@ -98,14 +100,20 @@ class PilotServer:
         mon_host, mon_port = split_addr(self.options.monitoring_addr, 15014)
         app = debug.build_app(self)
         rest.add_routes(app, self.discovery)  # xDS over REST (Envoy's api_type: REST)
-        self._http_runner = web.AppRunner(app, access_log=None)
+        limits.raise_fd_limit()  # thousands of proxies each hold a connection
+        # aiohttp's keep-alive timer also bounds how long a request's headers may take (pilot.httpserve).
+        self._http_runner = web.AppRunner(app, access_log=None, keepalive_timeout=httpserve.HEADER_TIMEOUT)
         await self._http_runner.setup()
         if self.options.monitoring_socket is not None:
-            site: web.BaseSite = web.UnixSite(self._http_runner, str(self.options.monitoring_socket))
+            site = web.UnixSite(self._http_runner, str(self.options.monitoring_socket))
+            await site.start()
         else:
-            site = web.TCPSite(self._http_runner, mon_host, mon_port)
-        await site.start()
-        self.monitoring_port = _bound_port(site, mon_port) if isinstance(site, web.TCPSite) else 0
+            # Capped, so that idle HTTP clients cannot use up the descriptors xDS needs.
+            self._monitoring, self.monitoring_limit = await httpserve.serve_tcp(
+                self._http_runner, mon_host, mon_port, max_connections=httpserve.max_connections_from_env()
+            )
+            sockets = self._monitoring.sockets or ()
+            self.monitoring_port = sockets[0].getsockname()[1] if sockets else mon_port
         if self.options.webhook_cert is not None and self.options.webhook_key is not None:
             # Before the config loads: a bad certificate fails start() at once.
             self.webhook = WebhookServer(
@@ -126,7 +134,8 @@ class PilotServer:
         self.store.subscribe(self.triggers)
 
         grpc_host, grpc_port = split_addr(self.options.grpc_addr, 15010)
-        self._grpc = grpclib.server.Server([self.discovery], codec=RawCodec())
+        limits.install_message_bound()  # requests over 4 MiB end their stream before they are read
+        self._grpc = grpclib.server.Server([self.discovery], codec=RawCodec(), config=limits.grpc_configuration())
         # grpclib's default backlog (100) overflows when a fleet of proxies reconnects at once (measured with
         # benchmarks/bench_push.py: 191 of 1000 streams lost); the kernel caps this at somaxconn.
         await self._grpc.start(grpc_host, grpc_port, backlog=LISTEN_BACKLOG, reuse_port=self.options.reuse_port)
@@ -206,16 +215,14 @@ class PilotServer:
             except TimeoutError:
                 log.warning("gRPC server did not close within 5s")
             self._grpc = None
+        if self._monitoring is not None:
+            self._monitoring.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
             self._http_runner = None
-
-
-def _bound_port(site: web.TCPSite, fallback: int) -> int:
-    server = site._server
-    if server is not None and getattr(server, "sockets", None):
-        return server.sockets[0].getsockname()[1]
-    return fallback
+        if self._monitoring is not None:
+            await self._monitoring.wait_closed()
+            self._monitoring = None
 
 
 async def serve(options: ServerOptions, stop: asyncio.Event) -> None:

@@ -39,7 +39,7 @@ from pilot.push.context import PushContext, View
 from pilot.push.queue import PushQueue
 from pilot.push.request import PushRequest
 from pilot.push.scope import ProxyScope, scope_for
-from pilot.xds import fastwrite, h2tuning, quarantine
+from pilot.xds import fastwrite, h2tuning, limits, quarantine
 from pilot.xds.cache import XdsCache, max_entries_from_env
 from pilot.xds.delta import DeltaStream
 from pilot.xds.generate import Generator
@@ -298,10 +298,17 @@ class Connection:
             raise grpclib.exceptions.GRPCError(
                 grpclib.const.Status.INVALID_ARGUMENT, "first request on the stream must carry node.id"
             )
+        node = request.node
+        try:  # bounded before anything parses it (pilot.xds.limits)
+            limits.check_node(node.id, node.cluster, node.metadata.ByteSize() if node.HasField("metadata") else 0)
+        except limits.NodeError as exc:
+            self.server.refuse(self, str(exc))
+            raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
         metadata = json_format.MessageToDict(request.node.metadata) if request.node.HasField("metadata") else {}
         try:
             self.proxy = parse_proxy(request.node.id, metadata, request.node.cluster)
         except ProxyIdError as exc:
+            self.server.refuse(self, str(exc))
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
         if self.only_type:
             api = "delta-grpc" if isinstance(self.protocol, DeltaStream) else "grpc"
@@ -416,6 +423,8 @@ class DiscoveryServer:
         self._conn_numbers = itertools.count(1)
         self.last_push_reach = (0, 0)  # (connections the last push was queued for, connections then)
         self.recent_changes = quarantine.RecentChanges()  # what the last pushes changed (NACK reports)
+        self.admission = limits.StreamAdmission(limits.default_stream_rate())
+        self.log_limiter = limits.LogLimiter()
         self.quarantine_report = quarantine.QuarantineReport()
 
     # ----- push side -----
@@ -524,7 +533,11 @@ class DiscoveryServer:
         short = SHORT_TYPE.get(decision.type_url, decision.type_url)
         if decision.kind is RequestKind.NACK:
             self.counters[f"pilot_total_xds_rejects{{type={short}}}"] += 1
-            log.warning("ADS:%s: ACK ERROR %s %s", short.upper(), conn.id, decision.error.replace("\n", " "))
+            allowed, suppressed = self.log_limiter.allow(("nack", conn.id, decision.type_url))
+            if allowed:  # a NACK flood logs once a minute per stream and type
+                more = f" ({suppressed} more since last logged)" if suppressed else ""
+                error = decision.error[: quarantine.MAX_MESSAGE].replace("\n", " ")
+                log.warning("ADS:%s: ACK ERROR %s %s%s", short.upper(), conn.id, error, more)
             if decision.quarantined:
                 self._quarantine(conn, decision)
         elif decision.kind is RequestKind.STALE:
@@ -562,7 +575,16 @@ class DiscoveryServer:
         }
         return quarantine.QuarantineReport.status(self.quarantine_report.current(live))
 
+    def refuse(self, conn: Connection, reason: str) -> None:
+        """A stream refused before it became a proxy's connection: counted, logged once per peer and reason."""
+        self.counters["pilot_xds_refused_streams"] += 1
+        allowed, suppressed = self.log_limiter.allow(("refuse", conn.address.rpartition(":")[0], reason[:80]))
+        if allowed:
+            more = f" ({suppressed} more since last logged)" if suppressed else ""
+            log.warning("ADS: refused a stream from %s: %s%s", conn.address, reason[:300], more)
+
     async def _serve(self, stream: grpclib.server.Stream, protocol: SotwStream | DeltaStream, only_type: str) -> None:
+        await self.admission.admit()  # PILOT_MAX_REQUESTS_PER_SECOND (pilot.xds.limits)
         conn = Connection(self, stream, next(self._conn_numbers), protocol, only_type)
         try:
             await conn.serve()
@@ -612,6 +634,11 @@ class DiscoveryServer:
             raise grpclib.exceptions.GRPCError(
                 grpclib.const.Status.INVALID_ARGUMENT, f"expected type {type_url}, got {request.type_url}"
             )
+        node = request.node
+        try:
+            limits.check_node(node.id, node.cluster, node.metadata.ByteSize() if node.HasField("metadata") else 0)
+        except limits.NodeError as exc:
+            raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
         metadata = json_format.MessageToDict(request.node.metadata) if request.node.HasField("metadata") else {}
         try:
             proxy = dataclasses.replace(parse_proxy(request.node.id, metadata, request.node.cluster), xds_api=xds_api)
