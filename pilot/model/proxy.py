@@ -2,6 +2,11 @@
 
 ``node.id`` is ``TYPE~IP~POD.NS~NS.svc.<domain>`` (TYPE ``sidecar`` or ``router``); labels come from
 ``node.metadata.LABELS`` and the namespace from ``node.metadata.NAMESPACE``, falling back to the id.
+
+The proxy's locality is found as istiod's setTopologyLabels finds it: its topology labels
+(``topology.kubernetes.io/region`` / ``zone``, ``topology.istio.io/subzone``) if any is set, else its
+``topology.istio.io/locality`` or ``istio-locality`` label, else the Envoy ``node.locality``. (istiod also
+reads the topology of the Pod's Node from its registry first; pilot does not look the proxy's Pod up.)
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from pilot.model.locality import EMPTY_LOCALITY, TOPOLOGY_LABELS, Locality, locality_from_labels
 
 
 class NodeType(enum.Enum):
@@ -36,6 +43,7 @@ class Proxy:
     # How the proxy fetches config: "ads" (one aggregated stream, SotW or Delta), or without ADS "grpc",
     # "delta-grpc" (per-type services) or "rest". Its EDS and RDS config sources must use the same transport.
     xds_api: str = "ads"
+    locality: Locality = EMPTY_LOCALITY  # see proxy_locality
 
     @property
     def short_id(self) -> str:
@@ -47,8 +55,31 @@ class Proxy:
         return self.type is NodeType.ROUTER
 
 
-def parse_proxy(node_id: str, metadata: Mapping[str, Any] | None = None, cluster: str = "") -> Proxy:
-    """Build a Proxy from node.id and node.metadata (already converted to plain Python values)."""
+def proxy_locality(labels: Mapping[str, str], node_locality: Any = None) -> Locality:
+    """istiod's proxy locality: topology labels (any of them present), else the locality label, else the
+    ``node.locality`` (an Envoy ``Locality`` message, a ``Locality`` or a ``region/zone/subzone`` string)."""
+    if any(label in labels for label in TOPOLOGY_LABELS):
+        region, zone, sub_zone = (labels.get(label, "") for label in TOPOLOGY_LABELS)
+        return Locality(region, zone, sub_zone)
+    from_label = locality_from_labels(labels)
+    if from_label:
+        return Locality.parse(from_label)
+    if node_locality is None:
+        return Locality()
+    if isinstance(node_locality, str):
+        return Locality.parse(node_locality)
+    return Locality(
+        str(getattr(node_locality, "region", "") or ""),
+        str(getattr(node_locality, "zone", "") or ""),
+        str(getattr(node_locality, "sub_zone", "") or ""),
+    )
+
+
+def parse_proxy(
+    node_id: str, metadata: Mapping[str, Any] | None = None, cluster: str = "", locality: Any = None
+) -> Proxy:
+    """Build a Proxy from node.id, node.metadata (already converted to plain Python values) and, optionally,
+    node.locality (see proxy_locality)."""
     metadata = dict(metadata or {})
     parts = node_id.split("~")
     if len(parts) != 4:
@@ -78,4 +109,5 @@ def parse_proxy(node_id: str, metadata: Mapping[str, Any] | None = None, cluster
         labels=labels,
         metadata=MappingProxyType(metadata),
         cluster=cluster,
+        locality=proxy_locality(labels, locality),
     )

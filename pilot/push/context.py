@@ -34,7 +34,8 @@ from pilot.model.endpoint_index import EndpointIndex
 from pilot.model.environment import ROOT_NAMESPACE, Environment
 from pilot.model.host import MESH_GATEWAY, matches, resolve_gateway_name, resolve_short_name, subset_of
 from pilot.model.proxy import Proxy
-from pilot.model.service import Port, Protocol, Service, ServiceEndpoints, labels_match
+from pilot.model.service import Port, Protocol, Resolution, Service, ServiceEndpoints, labels_match
+from pilot.push.locality import NO_NEEDS, LocalityNeeds, rule_needs
 from pilot.push.authn import AuthnPolicies, has_workload_certificates
 from pilot.push.delegation import is_delegate, merge_virtual_service
 from pilot.push.instances import AddressIndex, ServiceTarget, targets_at, targets_by_address
@@ -51,6 +52,7 @@ ROUTING_KINDS = (VIRTUAL_SERVICE, DESTINATION_RULE, GATEWAY, SIDECAR, PEER_AUTHE
 # Which inputs each lazily built index reads; an index is carried over to the next context unless one of
 # them changed. Indexes not listed here are per-context.
 _INDEX_INPUTS: dict[str, frozenset[str]] = {
+    "_locality_rules": frozenset({DESTINATION_RULE}),
     "virtual_services": frozenset({VIRTUAL_SERVICE}),
     "_delegate_problems": frozenset({VIRTUAL_SERVICE}),
     "uses_source_labels": frozenset({VIRTUAL_SERVICE}),
@@ -127,10 +129,16 @@ class View(NamedTuple):
     and endpoints of the services it calls, so the sidecars of every service in a namespace share it.
     ``inbound``: its service targets and the mTLS policy in effect for them; only its inbound listeners
     and clusters read it, so only LDS and CDS snapshots are kept per full view.
+    ``locality``: the proxy's locality and failoverPriority label values, when locality load balancing
+    applies to some cluster it sees (``pilot.push.locality``); only endpoints read it, so only EDS snapshots
+    are kept per locality. ``cluster_locality``: the same for the inline endpoints of DNS clusters, which
+    only CDS snapshots read (empty unless such a cluster is balanced).
     """
 
     outbound: tuple[object, ...] = ()
     inbound: tuple[object, ...] = ()
+    locality: tuple[object, ...] = ()
+    cluster_locality: tuple[object, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -293,6 +301,48 @@ class PushContext:
     def authn_policies(self) -> AuthnPolicies:
         """PeerAuthentications by namespace, with the mesh and namespace mTLS modes (see pilot.push.authn)."""
         return AuthnPolicies.build(self._of_kind(PEER_AUTHENTICATION), self.root_namespace)
+
+    @cached_property
+    def _locality_rules(self) -> Mapping[tuple[ConfigKey, ...], LocalityNeeds]:
+        """What of a proxy each (merged) DestinationRule's locality load balancing reads, for those that read
+        something (none in a mesh without outlier detection or ``distribute``)."""
+        out = {}
+        for rules in self._destination_rules_by_host.values():
+            for rule in rules:
+                needs = rule_needs(rule)
+                if needs:
+                    out[rule.keys] = needs
+        return out
+
+    @cached_property
+    def _locality_memo(self) -> dict[tuple[object, ...], tuple[LocalityNeeds, LocalityNeeds]]:
+        return {}
+
+    def _locality_needs(self, proxy: Proxy, outbound: tuple[object, ...]) -> tuple[LocalityNeeds, LocalityNeeds]:
+        """What of the proxies of one outbound class the assignments of their clusters read, for EDS and for
+        the inline endpoints of DNS clusters: the locality settings of the DestinationRules chosen for the
+        services they see (as pilot.push.scope finds them)."""
+        rules = self._locality_rules
+        if not rules:
+            return NO_NEEDS, NO_NEEDS
+        found = self._locality_memo.get(outbound)
+        if found is None:
+            if proxy.is_router:
+                services: Iterable[Service] = self.visible_services(proxy)
+            else:
+                egress = self.sidecar_scope(proxy).egress
+                seen = {svc.hostname: svc for listener in egress for svc in self.visible_services(proxy, listener)}
+                services = seen.values()
+            endpoints = clusters = NO_NEEDS
+            for svc in services:
+                rule = self.destination_rule(proxy.namespace, svc.hostname)
+                needs = rules.get(rule.keys, NO_NEEDS) if rule is not None else NO_NEEDS
+                if needs:
+                    endpoints |= needs
+                    if svc.resolution is Resolution.DNS:
+                        clusters |= needs
+            found = self._locality_memo[outbound] = (endpoints, clusters)
+        return found
 
     @cached_property
     def _targets_by_address(self) -> AddressIndex:
@@ -480,7 +530,8 @@ class PushContext:
             generator,
             certs,
         )
-        return View(outbound, inbound)
+        endpoints, clusters = self._locality_needs(proxy, outbound)
+        return View(outbound, inbound, endpoints.of(proxy), clusters.of(proxy))
 
     # ----- status -----
 

@@ -18,8 +18,11 @@ the service's namespace (or the mesh) says DISABLE. Both need the proxy's worklo
 without Istio's agent (``pilot.push.authn.has_workload_certificates``) gets neither (ISTIO_MUTUAL clusters stay
 plaintext for it, as auto-mTLS is off). Sidecars also get their inbound clusters (``pilot.xds.inbound``).
 
+Locality load balancing (``pilot.xds.locality``): ``common_lb_config.locality_weighted_lb_config`` where istiod
+sets it; the inline endpoints of STRICT_DNS clusters get the proxy's priorities and weights as EDS does.
+
 Not implemented: ``credentialName`` (SDS) on DestinationRule TLS; clusters with it get no transport socket.
-Locality load balancing settings, warmup, tunnel and proxy protocol settings are ignored.
+Warmup, tunnel and proxy protocol settings are ignored.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2, protocol_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import string_pb2
@@ -46,8 +49,9 @@ from pilot.model.proxy import Proxy
 from pilot.model.service import Endpoint, Port, Protocol, Resolution, Service, labels_match
 from pilot.push.authn import TLS_MODE_ISTIO, TLS_MODE_LABEL, MtlsMode, has_workload_certificates
 from pilot.push.context import PushContext
+from pilot.push.locality import locality_lb
 from pilot.push.scope import ProxyScope, scope_for
-from pilot.xds import inbound, mtls, names
+from pilot.xds import inbound, locality, mtls, names
 from pilot.xds.units import Unit
 
 log = logging.getLogger(__name__)
@@ -196,33 +200,32 @@ def _socket_address(address: str, port: int) -> address_pb2.Address:
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port))
 
 
-def _locality(name: str) -> endpoint_components_pb2.LocalityLbEndpoints:
-    region, zone, sub_zone = ([*name.split("/"), "", "", ""])[:3]
-    group = endpoint_components_pb2.LocalityLbEndpoints()
-    if region or zone or sub_zone:
-        group.locality.region = region
-        group.locality.zone = zone
-        group.locality.sub_zone = sub_zone
-    return group
-
-
 def load_assignment(
-    cluster_name: str, endpoints: Iterable[Endpoint], tls_mode: Callable[[Endpoint], str] | None = None
+    cluster_name: str,
+    endpoints: Iterable[Endpoint],
+    tls_mode: Callable[[Endpoint], str] | None = None,
+    balancer: locality.Balancer | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
-    """Endpoints grouped by locality (sorted), each group sorted by address and port.
+    """Endpoints grouped by locality (sorted), each group sorted by address and port, weighted by its
+    endpoints' weights; then the cluster's locality load balancing for the proxy (``balancer``: priorities
+    or locality weights, see ``pilot.xds.locality``).
 
     Shared by EDS and by the inline assignments of STRICT_DNS clusters. ``tls_mode`` gives an endpoint's
     ``tlsMode`` metadata (``envoy.transport_socket_match``), which auto-mTLS clusters match on ("": none).
     """
-    by_locality: dict[str, list[Endpoint]] = {}
-    for ep in endpoints:
-        by_locality.setdefault(ep.locality, []).append(ep)
+    groups = locality.group_endpoints(endpoints)
+    if balancer is not None:
+        groups = balancer.apply(groups)
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster_name)
-    for locality in sorted(by_locality):
-        group = _locality(locality)
-        total = 0
-        for ep in sorted(by_locality[locality], key=lambda e: (e.address, e.port, e.weight)):
-            lb = group.lb_endpoints.add()
+    for group in groups:
+        out = cla.endpoints.add()
+        region, zone, sub_zone = group.locality
+        if region or zone or sub_zone:
+            out.locality.region = region
+            out.locality.zone = zone
+            out.locality.sub_zone = sub_zone
+        for ep in group.endpoints:
+            lb = out.lb_endpoints.add()
             lb.endpoint.address.CopyFrom(_socket_address(ep.address, ep.port))
             if ep.weight:
                 lb.load_balancing_weight.value = ep.weight
@@ -230,9 +233,9 @@ def load_assignment(
             if mode:
                 match = lb.metadata.filter_metadata[names.TRANSPORT_SOCKET_MATCH_METADATA]
                 match.fields[names.TLS_MODE_METADATA_KEY].string_value = mode
-            total += ep.weight or 1
-        group.load_balancing_weight.value = total
-        cla.endpoints.append(group)
+        out.load_balancing_weight.value = group.weight
+        if group.priority:
+            out.priority = group.priority
     return cla
 
 
@@ -566,6 +569,7 @@ def build_cluster(
     name = names.outbound_cluster(port.number, subset, service.hostname)
     cluster = Cluster(name=name)
     cluster.type = _cluster_type(service, proxy)
+    lb = locality_lb(policy.load_balancer, policy.outlier_detection)
     cluster.connect_timeout.FromTimedelta(DEFAULT_CONNECT_TIMEOUT)
     if cluster.type == Cluster.EDS:
         cluster.eds_cluster_config.eds_config.CopyFrom(config_source(proxy))
@@ -576,12 +580,14 @@ def build_cluster(
                 log.warning("cluster %s: DNS resolution for a wildcard host needs endpoints; skipped", name)
                 return None
             endpoints = [Endpoint(address=service.hostname, port=port.number, service_port_name=port.name)]
-        cluster.load_assignment.CopyFrom(load_assignment(name, endpoints, tls_mode))
+        balancer = locality.Balancer.of(lb, proxy)  # istiod balances inline endpoints too
+        cluster.load_assignment.CopyFrom(load_assignment(name, endpoints, tls_mode, balancer))
         cluster.dns_lookup_family = Cluster.V4_ONLY
     _apply_tcp_settings(cluster, policy.connection_pool)
     cluster.circuit_breakers.CopyFrom(_circuit_breakers(policy.connection_pool))
     _apply_load_balancer(cluster, policy.load_balancer)
     _apply_outlier_detection(cluster, policy.outlier_detection)
+    locality.apply_cluster_config(cluster, lb)
     protocol_options = _http_protocol_options(port, policy.connection_pool)
     if protocol_options is not None:
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Pack(protocol_options)
@@ -708,7 +714,11 @@ def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Un
                 seen.add(name)
                 policy = effective_policy(rule, port.number, subset)
                 auto = certs and auto_mtls(push, service, port, policy)
-                key = ("cds", name, proxy.is_router, proxy.xds_api, rule_keys, certs, auto, version)
+                key: tuple[object, ...] = ("cds", name, proxy.is_router, proxy.xds_api, rule_keys, certs, auto, version)
+                if service.resolution is Resolution.DNS:  # inline endpoints: balanced for the proxy's locality
+                    lb = locality_lb(policy.load_balancer, policy.outlier_detection)
+                    if lb is not None and lb.shapes_endpoints:
+                        key = (*key, lb.needs.of(proxy))
                 build = partial(_build_one, proxy, push, service, port, subset, rule, policy, auto)
                 units.append(Unit(key, deps, build))
     units.append(_static_unit(names.BLACKHOLE_CLUSTER, blackhole_cluster))

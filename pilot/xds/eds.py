@@ -13,6 +13,11 @@ An assignment depends on its service, on the service's endpoints, on the Destina
 subset and on the PeerAuthentications of the service's namespace and the mesh (istiod clears all EDS on a
 PeerAuthentication change); its cache key is the cluster name, the rule when a subset needs it, the TLS mode
 the proxy's DestinationRule sets for the cluster and the version of those PeerAuthentications.
+
+Locality load balancing (``pilot.xds.locality``) sets priorities and locality weights relative to the proxy
+where it applies (``distribute``, or outlier detection on the cluster): the assignment then also depends on
+the rule, and its key adds the rule and what of the proxy the setting reads (its locality, its
+failoverPriority label values), so proxies that differ only there still share everything else.
 """
 
 from __future__ import annotations
@@ -21,16 +26,18 @@ from collections.abc import Iterable
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from pilot.model.config import ENDPOINTS_KIND, SERVICE_KIND, ConfigKey
+from pilot.model.config import ENDPOINTS_KIND, SERVICE_KIND, Config, ConfigKey
 from pilot.model.proxy import Proxy
 from pilot.model.service import labels_match
 from pilot.push.context import PushContext
-from pilot.xds import names
+from pilot.push.locality import locality_lb
+from pilot.xds import locality, names
 from pilot.xds.cds import (
     authn_deps,
     authn_version,
     destination_rule_tls_mode,
     eds_resolution,
+    effective_policy,
     endpoint_tls_metadata,
     load_assignment,
     subset_labels,
@@ -63,18 +70,36 @@ def endpoint_unit(proxy: Proxy, push: PushContext, cluster_name: str) -> Unit | 
         deps.extend(rule.keys)  # the subset's labels; the rule's TLS mode is in the key (output only)
     deps.extend(authn_deps(push, service))
     tls_mode = endpoint_tls_metadata(push, service, rule, parsed.subset, parsed.port)
+    balancer, balance_key = locality_balancer(proxy, rule, parsed.port, parsed.subset)
+    if balancer is not None and rule is not None and not parsed.subset:
+        deps.extend(rule.keys)  # the priorities and weights follow the rule
 
     def build() -> tuple[endpoint_pb2.ClusterLoadAssignment]:
         endpoints = push.service_endpoints(parsed.host).for_port(port)
         if labels is not None:
             endpoints = tuple(ep for ep in endpoints if labels_match(labels, ep.labels))
-        return (load_assignment(cluster_name, endpoints, tls_mode),)
+        return (load_assignment(cluster_name, endpoints, tls_mode, balancer),)
 
     # A subset's endpoints depend on the rule; every cluster's metadata only on its TLS mode for the cluster.
     subset_rule = rule.keys if rule is not None and parsed.subset else ()
     dr_tls = destination_rule_tls_mode(rule, parsed.subset, parsed.port)
-    key = ("eds", cluster_name, subset_rule, dr_tls, authn_version(push, service))
+    key = ("eds", cluster_name, subset_rule, dr_tls, authn_version(push, service), balance_key)
     return Unit(key, tuple(deps), build)
+
+
+def locality_balancer(
+    proxy: Proxy, rule: Config | None, port: int, subset: str
+) -> tuple[locality.Balancer | None, tuple[object, ...]]:
+    """The locality load balancing of one cluster's assignment for this proxy, and its cache key part: the
+    rule and the proxy's values it reads; (None, ()) when the assignment does not depend on them."""
+    if rule is None:
+        return None, ()  # without a rule there is no outlier detection nor distribute: nothing to do
+    policy = effective_policy(rule, port, subset)
+    lb = locality_lb(policy.load_balancer, policy.outlier_detection)
+    balancer = locality.Balancer.of(lb, proxy)
+    if balancer is None or lb is None:
+        return None, ()
+    return balancer, (rule.keys, lb.needs.of(proxy))
 
 
 def build_endpoint(proxy: Proxy, push: PushContext, cluster_name: str) -> endpoint_pb2.ClusterLoadAssignment | None:

@@ -130,14 +130,20 @@ class Generator:
 
         Endpoints and routes are shared by the whole outbound class (the sidecars of every service of a
         namespace, typically). Listeners and clusters are the outbound class's shared snapshot plus the
-        proxy's inbound ones, kept per full view; without an inbound side that is the shared snapshot itself."""
+        proxy's inbound ones, kept per full view; without an inbound side that is the shared snapshot itself.
+        Endpoints and clusters are also kept per locality where locality load balancing reads it."""
+        outbound = view.outbound
+        if type_url == ENDPOINT_TYPE and view.locality:
+            outbound = (outbound, view.locality)
+        elif type_url == CLUSTER_TYPE and view.cluster_locality:
+            outbound = (outbound, view.cluster_locality)
         if type_url not in _INBOUND_TYPES:
-            return self._kept((type_url, view.outbound, names), type_url, proxy, push, names)
-        shared = self._kept(("outbound", type_url, view.outbound, names), type_url, proxy, push, names)
+            return self._kept((type_url, outbound, names), type_url, proxy, push, names)
+        shared = self._kept(("outbound", type_url, outbound, names), type_url, proxy, push, names)
         if not view.inbound:
             return shared
         return self._kept(
-            (type_url, view, names),
+            (type_url, outbound, view.inbound, names),
             type_url,
             proxy,
             push,

@@ -37,6 +37,7 @@ from pilot.push.context import PushContext
 from pilot.push.scope import ProxyScope
 from pilot.xds import names
 from pilot.xds.cds import EffectivePolicy, effective_policy, load_assignment, subset_labels
+from pilot.xds.eds import locality_balancer
 from pilot.xds.units import Unit
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,9 @@ def endpoint_unit(proxy: Proxy, push: PushContext, cluster_name: str) -> Unit | 
     service, port, subset, rule = resolved
     if service.resolution is Resolution.DNS:
         return None  # a LOGICAL_DNS cluster: nothing to assign
-    rule_keys = rule.keys if rule is not None and subset else ()
+    # istiod serves gRPC its EDS builder's assignments: locality priorities and weights included
+    balancer, balance_key = locality_balancer(proxy, rule, port.number, subset)
+    rule_keys = rule.keys if rule is not None and (subset or balancer is not None) else ()
     deps = (
         ConfigKey(SERVICE_KIND, service.namespace, service.hostname),
         ConfigKey(ENDPOINTS_KIND, service.namespace, service.hostname),
@@ -182,9 +185,9 @@ def endpoint_unit(proxy: Proxy, push: PushContext, cluster_name: str) -> Unit | 
 
     def build() -> tuple[endpoint_pb2.ClusterLoadAssignment]:
         endpoints = _endpoints(push, service, port, rule, subset)
-        return (for_grpc(load_assignment(cluster_name, endpoints)),)
+        return (for_grpc(load_assignment(cluster_name, endpoints, balancer=balancer)),)
 
-    return Unit(("grpc-eds", cluster_name, rule_keys), deps, build)
+    return Unit(("grpc-eds", cluster_name, rule_keys, balance_key), deps, build)
 
 
 def for_grpc(assignment: endpoint_pb2.ClusterLoadAssignment) -> endpoint_pb2.ClusterLoadAssignment:
@@ -205,7 +208,9 @@ def for_grpc(assignment: endpoint_pb2.ClusterLoadAssignment) -> endpoint_pb2.Clu
             seen.add(address)
             kept.lb_endpoints.append(lb)
             total += lb.load_balancing_weight.value or 1
-        if total:
+        if len(kept.lb_endpoints) == len(group.lb_endpoints) and group.load_balancing_weight.value:
+            total = group.load_balancing_weight.value  # as given (locality weights from ``distribute``)
+        if kept.lb_endpoints:
             kept.load_balancing_weight.value = total
             out.endpoints.append(kept)
     return out

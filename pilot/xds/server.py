@@ -306,7 +306,7 @@ class Connection:
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
         metadata = json_format.MessageToDict(request.node.metadata) if request.node.HasField("metadata") else {}
         try:
-            self.proxy = parse_proxy(request.node.id, metadata, request.node.cluster)
+            self.proxy = parse_proxy(request.node.id, metadata, request.node.cluster, request.node.locality)
         except ProxyIdError as exc:
             self.server.refuse(self, str(exc))
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
@@ -641,7 +641,7 @@ class DiscoveryServer:
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
         metadata = json_format.MessageToDict(request.node.metadata) if request.node.HasField("metadata") else {}
         try:
-            proxy = dataclasses.replace(parse_proxy(request.node.id, metadata, request.node.cluster), xds_api=xds_api)
+            proxy = dataclasses.replace(parse_proxy(node.id, metadata, node.cluster, node.locality), xds_api=xds_api)
         except ProxyIdError as exc:
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
         state = SotwStream()
