@@ -1506,6 +1506,7 @@ _VALID_CIPHERS = {
     "AES256-SHA",
     "DES-CBC3-SHA",
 }
+VALID_CIPHER_SUITES = frozenset(_VALID_CIPHERS)  # istiod's ValidCipherSuites (FilterCipherSuites keeps only these)
 
 
 def _port_text(port: nw.Port) -> str:

@@ -1,7 +1,8 @@
 """Config objects as the store holds them: one typed, validated object per (kind, namespace, name).
 
 Istio kinds carry a betterproto2 message in ``spec``; Kubernetes kinds (Service, Pod, Namespace,
-EndpointSlice) carry the plain parsed dict of the whole object, since only a few of their fields matter.
+EndpointSlice) carry the plain parsed dict of the whole object, since only a few of their fields matter; a
+Secret carries a ``pilot.model.secret.SecretData`` (decoded, and redacted wherever it is printed).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ KUBE_KINDS = {
     ("", "v1", "Pod"),
     ("", "v1", "Namespace"),
     ("", "v1", "Node"),
+    ("", "v1", "Secret"),  # gateway credentials (spec: pilot.model.secret.SecretData, never the raw object)
     ("discovery.k8s.io", "v1", "EndpointSlice"),
 }
 
@@ -96,3 +98,4 @@ POD = "Pod"
 NAMESPACE = "Namespace"
 NODE = "Node"
 ENDPOINT_SLICE = "EndpointSlice"
+SECRET = "Secret"

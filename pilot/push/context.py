@@ -24,6 +24,7 @@ from pilot.model.config import (
     DESTINATION_RULE,
     GATEWAY,
     PEER_AUTHENTICATION,
+    SECRET,
     SERVICE_KIND,
     SIDECAR,
     VIRTUAL_SERVICE,
@@ -35,10 +36,12 @@ from pilot.model.environment import ROOT_NAMESPACE, Environment
 from pilot.model.host import MESH_GATEWAY, matches, resolve_gateway_name, resolve_short_name, subset_of
 from pilot.model.proxy import Proxy
 from pilot.model.service import Port, Protocol, Resolution, Service, ServiceEndpoints, labels_match
-from pilot.push.locality import NO_NEEDS, LocalityNeeds, rule_needs
+from pilot.push import credentials
 from pilot.push.authn import AuthnPolicies, has_workload_certificates
 from pilot.push.delegation import is_delegate, merge_virtual_service
+from pilot.push.gateways import REJECTED_STATUS, MergedGateway, merge_gateways
 from pilot.push.instances import AddressIndex, ServiceTarget, targets_at, targets_by_address
+from pilot.push.locality import NO_NEEDS, LocalityNeeds, rule_needs
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +51,18 @@ DELEGATE_STATUS = "pilot_vservice_delegate"
 # The routing kinds a PushContext indexes, and PeerAuthentication (mTLS); services come from the registry
 # (pseudo-kind SERVICE_KIND).
 ROUTING_KINDS = (VIRTUAL_SERVICE, DESTINATION_RULE, GATEWAY, SIDECAR, PEER_AUTHENTICATION)
+# Also in the snapshot: Secrets (gateway credentials, served over SDS; a change of one pushes SDS only).
+SNAPSHOT_KINDS = (*ROUTING_KINDS, SECRET)
+# push_status map of gateway credentials that cannot be served (istiod counts pilot_sds_certificate_errors).
+CREDENTIAL_STATUS = "pilot_sds_certificate_errors"
+# Gateway proxies remembered across contexts for push_status (rejected servers, credential problems).
+_MAX_OBSERVED_ROUTERS = 1024
+# istiod's DisableGatewayPortTranslationLabel: a router's service that keeps Gateway ports untranslated.
+DISABLE_PORT_TRANSLATION_LABEL = "experimental.istio.io/disable-gateway-port-translation"
 
 # Which inputs each lazily built index reads; an index is carried over to the next context unless one of
 # them changed. Indexes not listed here are per-context.
 _INDEX_INPUTS: dict[str, frozenset[str]] = {
-    "_locality_rules": frozenset({DESTINATION_RULE}),
     "virtual_services": frozenset({VIRTUAL_SERVICE}),
     "_delegate_problems": frozenset({VIRTUAL_SERVICE}),
     "uses_source_labels": frozenset({VIRTUAL_SERVICE}),
@@ -60,7 +70,11 @@ _INDEX_INPUTS: dict[str, frozenset[str]] = {
     "_rule_conflicts": frozenset({DESTINATION_RULE}),
     "_wildcard_destination_rule_hosts": frozenset({DESTINATION_RULE}),
     "_destination_rule_memo": frozenset({DESTINATION_RULE, SERVICE_KIND}),
+    "_locality_rules": frozenset({DESTINATION_RULE}),
     "gateways": frozenset({GATEWAY}),
+    "_merged_gateway_memo": frozenset({GATEWAY}),
+    "_observed_routers": frozenset(),  # always carried over; entries are checked against the current config
+    "_secrets_by_name": frozenset({SECRET}),
     "sidecars": frozenset({SIDECAR}),
     "_sidecars_by_namespace": frozenset({SIDECAR}),
     "_sorted_services": frozenset({SERVICE_KIND}),
@@ -173,7 +187,7 @@ class PushContext:
 
         configs = {
             kind: previous.configs[kind] if not changed(kind) else tuple(env.configs.list(kind))  # type: ignore[union-attr]
-            for kind in ROUTING_KINDS
+            for kind in SNAPSHOT_KINDS
         }
         services = previous.services if not changed(SERVICE_KIND) else env.services.services()  # type: ignore[union-attr]
         push = cls(
@@ -204,7 +218,7 @@ class PushContext:
         version: str = "1",
     ) -> PushContext:
         """A context from explicit objects (tests and benchmarks); endpoints by hostname or as an index."""
-        by_kind: dict[str, list[Config]] = {kind: [] for kind in ROUTING_KINDS}
+        by_kind: dict[str, list[Config]] = {kind: [] for kind in SNAPSHOT_KINDS}
         for cfg in sorted(configs, key=lambda c: c.key):
             if cfg.kind in by_kind:
                 by_kind[cfg.kind].append(cfg)
@@ -272,37 +286,6 @@ class PushContext:
         return {}
 
     @cached_property
-    def gateways(self) -> tuple[Config, ...]:
-        return self._of_kind(GATEWAY)
-
-    @cached_property
-    def sidecars(self) -> tuple[Config, ...]:
-        return self._of_kind(SIDECAR)
-
-    @cached_property
-    def _sidecars_by_namespace(self) -> Mapping[str, tuple[Config, ...]]:
-        index: dict[str, list[Config]] = {}
-        for cfg in self.sidecars:
-            index.setdefault(cfg.namespace, []).append(cfg)
-        return {k: tuple(v) for k, v in index.items()}
-
-    @cached_property
-    def _sorted_services(self) -> tuple[Service, ...]:
-        return tuple(self.services[h] for h in sorted(self.services))
-
-    @cached_property
-    def uses_source_labels(self) -> bool:
-        """Whether any VirtualService routes by ``sourceLabels``, making routes depend on each proxy's labels."""
-        return any(
-            match.source_labels for vs in self.virtual_services for http in vs.config.spec.http for match in http.match
-        )
-
-    @cached_property
-    def authn_policies(self) -> AuthnPolicies:
-        """PeerAuthentications by namespace, with the mesh and namespace mTLS modes (see pilot.push.authn)."""
-        return AuthnPolicies.build(self._of_kind(PEER_AUTHENTICATION), self.root_namespace)
-
-    @cached_property
     def _locality_rules(self) -> Mapping[tuple[ConfigKey, ...], LocalityNeeds]:
         """What of a proxy each (merged) DestinationRule's locality load balancing reads, for those that read
         something (none in a mesh without outlier detection or ``distribute``)."""
@@ -343,6 +326,41 @@ class PushContext:
                         clusters |= needs
             found = self._locality_memo[outbound] = (endpoints, clusters)
         return found
+
+    @cached_property
+    def gateways(self) -> tuple[Config, ...]:
+        return self._of_kind(GATEWAY)
+
+    @cached_property
+    def sidecars(self) -> tuple[Config, ...]:
+        return self._of_kind(SIDECAR)
+
+    @cached_property
+    def _sidecars_by_namespace(self) -> Mapping[str, tuple[Config, ...]]:
+        index: dict[str, list[Config]] = {}
+        for cfg in self.sidecars:
+            index.setdefault(cfg.namespace, []).append(cfg)
+        return {k: tuple(v) for k, v in index.items()}
+
+    @cached_property
+    def _sorted_services(self) -> tuple[Service, ...]:
+        return tuple(self.services[h] for h in sorted(self.services))
+
+    @cached_property
+    def uses_source_labels(self) -> bool:
+        """Whether any VirtualService routes by ``sourceLabels`` (HTTP, TCP or TLS matches), making routes and
+        listeners depend on each proxy's labels."""
+        return any(
+            match.source_labels
+            for vs in self.virtual_services
+            for route in (*vs.config.spec.http, *vs.config.spec.tcp, *vs.config.spec.tls)
+            for match in route.match
+        )
+
+    @cached_property
+    def authn_policies(self) -> AuthnPolicies:
+        """PeerAuthentications by namespace, with the mesh and namespace mTLS modes (see pilot.push.authn)."""
+        return AuthnPolicies.build(self._of_kind(PEER_AUTHENTICATION), self.root_namespace)
 
     @cached_property
     def _targets_by_address(self) -> AddressIndex:
@@ -484,6 +502,65 @@ class PushContext:
         name = f"{gateway.namespace}/{gateway.name}"
         return tuple(vs for vs in self.virtual_services if name in vs.gateways)
 
+    def gateway_port_map(self, proxy: Proxy) -> tuple[tuple[int, int], ...]:
+        """istiod's resolvePorts for label-selected Gateways: (service port, targetPort) of the router's own
+        services, the first one per port, which its Gateway servers listen on instead of the service port."""
+        found: dict[int, int] = {}
+        for target in self.service_targets(proxy):
+            if DISABLE_PORT_TRANSLATION_LABEL not in target.service.labels:
+                found.setdefault(target.port.number, target.target_port)
+        return tuple(sorted(found.items()))
+
+    @cached_property
+    def _merged_gateway_memo(self) -> dict[tuple[object, ...], MergedGateway]:
+        return {}
+
+    @cached_property
+    def _observed_routers(self) -> dict[tuple[object, ...], Proxy]:
+        """One router per (namespace, labels, IPs) generated for, in this context or an earlier one: push_status
+        reports the rejected servers and credential problems of their Gateways as current config has them."""
+        return {}
+
+    def merged_gateway(self, proxy: Proxy) -> MergedGateway:
+        """The Gateways selecting a router merged as istiod's mergeGateways (pilot.push.gateways), memoized per
+        selection and port map."""
+        selection = tuple(gw.key for gw in self.gateways_for_proxy(proxy))
+        port_map = self.gateway_port_map(proxy) if selection else ()
+        observed = self._observed_routers
+        seen_as = (proxy.namespace, tuple(sorted(proxy.labels.items())), proxy.ip_addresses)
+        if seen_as not in observed:
+            if len(observed) >= _MAX_OBSERVED_ROUTERS:
+                observed.pop(next(iter(observed)))
+            observed[seen_as] = proxy
+        return self._merged(selection, port_map)
+
+    def _merged(self, selection: tuple[ConfigKey, ...], port_map: tuple[tuple[int, int], ...]) -> MergedGateway:
+        memo = self._merged_gateway_memo
+        found = memo.get((selection, port_map))
+        if found is None:
+            by_key = {gw.key: gw for gw in self.gateways}
+            gateways = [by_key[key] for key in selection if key in by_key]
+            found = memo[(selection, port_map)] = merge_gateways(gateways, dict(port_map))
+        return found
+
+    @cached_property
+    def _secrets_by_name(self) -> Mapping[tuple[str, str], Config]:
+        return {(cfg.namespace, cfg.name): cfg for cfg in self._of_kind(SECRET)}
+
+    def secret(self, namespace: str, name: str) -> Config | None:
+        """A Secret of this snapshot (its spec: pilot.model.secret.SecretData)."""
+        return self._secrets_by_name.get((namespace, name))
+
+    def gateway_credentials(self, proxy: Proxy) -> dict[str, credentials.SecretRef]:
+        """The SDS resources a router may fetch (pilot.push.credentials): those its merged Gateway servers
+        reference whose Secret is in the router's own namespace."""
+        out: dict[str, credentials.SecretRef] = {}
+        for resource in self.merged_gateway(proxy).credentials:
+            ref = credentials.parse_resource_name(resource, proxy.namespace)
+            if ref is not None and ref.namespace == proxy.namespace:
+                out[resource] = ref
+        return out
+
     # ----- proxy classes -----
 
     @cached_property
@@ -498,11 +575,14 @@ class PushContext:
         router, the PeerAuthentication in effect), unless a VirtualService routes by sourceLabels: then the labels
         themselves are part of it. A sidecar's inbound side adds its service targets and, when a Sidecar with
         ingress listeners applies (they bind to and forward to the instance IP), its IPs; mesh mTLS adds whether
-        the proxy has workload certificates.
+        the proxy has workload certificates. A router's Gateways come with the targetPorts of its own services,
+        which its Gateway servers listen on (gateway_port_map).
         """
         inbound: tuple[object, ...] = ()
         if proxy.is_router:
             selected: object = tuple(gw.key for gw in self.gateways_for_proxy(proxy))
+            if selected:  # its own services' targetPorts are the ports it listens on
+                selected = (selected, self.gateway_port_map(proxy))
         else:
             sidecar = self.sidecar_for(proxy)
             selected = sidecar.key if sidecar is not None else None
@@ -558,6 +638,7 @@ class PushContext:
         _ = self.virtual_services  # so does merging delegates
         for root, problems in sorted(self._delegate_problems.items()):
             status.setdefault(DELEGATE_STATUS, {})[root] = {"message": "; ".join(problems)}
+        self._gateway_status(status)
         for host, svc in sorted(self.services.items()):
             if svc.resolution.value != "STATIC":
                 continue
@@ -567,6 +648,30 @@ class PushContext:
             for port in svc.ports:
                 status.setdefault("pilot_eds_no_instances", {})[f"outbound|{port.number}||{host}"] = {}
         return status
+
+    def _gateway_status(self, status: dict[str, dict[str, dict[str, str]]]) -> None:
+        """Rejected Gateway servers and unservable credentials of the gateway proxies seen so far, from the
+        current Gateways and Secrets (so they stay listed until fixed, whatever was generated lately)."""
+        for proxy in list(self._observed_routers.values()):
+            namespace = proxy.namespace
+            merged = self.merged_gateway(proxy)
+            for rejection in merged.rejected:
+                entry = status.setdefault(REJECTED_STATUS, {}).setdefault(rejection.gateway, {"message": ""})
+                text = f"server {rejection.index}: {rejection.message}"
+                if text not in entry["message"]:
+                    entry["message"] = f"{entry['message']}; {text}" if entry["message"] else text
+            for resource, servers in merged.credentials.items():
+                if resource in (credentials.BUILTIN_RESOURCE, credentials.BUILTIN_ROOT_RESOURCE):
+                    continue  # the proxy's own certificate, from its agent
+                ref = credentials.parse_resource_name(resource, namespace)
+                if ref is None or ref.namespace != namespace:
+                    problem = f"{resource}: not a Secret in the gateway proxy's namespace {namespace}"
+                else:
+                    problem = credentials.resolve(ref, self.secret).problem
+                if problem:
+                    users = ", ".join(sorted({s.describe() for s in servers}))
+                    key = f"{namespace}/{resource}"
+                    status.setdefault(CREDENTIAL_STATUS, {})[key] = {"message": f"{users}: {problem}"}
 
 
 def merge_rules(host: str, rules: Sequence[Config], conflicts: dict[str, str]) -> list[Config]:

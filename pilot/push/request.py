@@ -23,6 +23,7 @@ from pilot.model.config import ConfigKey
 REASON_CONFIG = "config"
 REASON_SERVICE = "service"
 REASON_ENDPOINT = "endpoint"
+REASON_SECRET = "secret"
 REASON_PROXY_REQUEST = "proxyrequest"
 REASON_DEBUG = "debug"
 REASON_GLOBAL = "global"

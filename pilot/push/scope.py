@@ -14,7 +14,8 @@ two questions:
 Sidecars: the services their Sidecar egress listeners (or the implicit ``*/*``) import and exportTo allows,
 the mesh-bound VirtualServices for those hosts, the DestinationRules that may apply to them, and the Sidecar
 itself (a Sidecar in their own or the root namespace may start to apply). Routers: the services visible in
-their namespace, the Gateways selecting them, the VirtualServices bound to those Gateways. A root
+their namespace, the Gateways selecting them, the VirtualServices bound to those Gateways, and the Secrets of
+the credentials their Gateway servers reference (a Secret's change pushes SDS to them only). A root
 VirtualService in view brings in its delegates: their changes change its merged routes. Both: the
 PeerAuthentications of their own namespace, the root namespace and the namespaces of the services in view
 (istiod's SidecarScope.AuthnPolicies): they shape inbound mTLS and outbound auto-mTLS.
@@ -31,6 +32,7 @@ from pilot.model.config import (
     ENDPOINTS_KIND,
     GATEWAY,
     PEER_AUTHENTICATION,
+    SECRET,
     SERVICE_KIND,
     SIDECAR,
     VIRTUAL_SERVICE,
@@ -54,6 +56,7 @@ class ProxyScope:
     gateways: frozenset[ConfigKey]
     sidecar: ConfigKey | None
     peer_authentications: frozenset[ConfigKey] = frozenset()
+    secrets: frozenset[ConfigKey] = frozenset()  # routers: the Secrets behind the credentials they may fetch
 
     def depends_on(self, key: ConfigKey) -> bool:
         kind = key.kind
@@ -71,6 +74,8 @@ class ProxyScope:
             return self.is_router and key in self.gateways
         if kind == PEER_AUTHENTICATION:
             return key in self.peer_authentications
+        if kind == SECRET:
+            return key in self.secrets
         return True  # a kind nobody declared: assume it matters
 
     @cached_property
@@ -136,8 +141,10 @@ def _compute(push: PushContext, proxy: Proxy, view: tuple[object, ...]) -> Proxy
             key for gw in gateways for vs in push.gateway_virtual_services(gw) for key in vs.keys
         )
         gateway_keys = frozenset(gw.key for gw in gateways)
+        secrets = frozenset(k for ref in push.gateway_credentials(proxy).values() for k in ref.related_keys())
         sidecar = None
     else:
+        secrets = frozenset()
         gateway_keys = frozenset()
         egress = push.sidecar_scope(proxy)
         virtual_services = frozenset(
@@ -167,4 +174,5 @@ def _compute(push: PushContext, proxy: Proxy, view: tuple[object, ...]) -> Proxy
         gateways=gateway_keys,
         sidecar=sidecar,
         peer_authentications=push.authn_policies.keys_in(namespaces),
+        secrets=secrets,
     )

@@ -9,6 +9,8 @@ For every batch of changed keys a config source reports:
   endpoint-only push keyed ``Endpoints/<ns>/<host>``, reason ``endpoint``);
 * VirtualService, DestinationRule, Gateway and Sidecar become a full push keyed by themselves (reason
   ``config``);
+* a Secret becomes a push keyed by itself (reason ``secret``), which reaches only the gateway proxies whose
+  Gateways reference it and regenerates only their SDS (``pilot.xds.names.UNAFFECTED_BY``);
 * other kinds (Namespace) change nothing pilot generates and push nothing.
 """
 
@@ -18,10 +20,10 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from pilot.model.config import Config, ConfigKey
+from pilot.model.config import SECRET, Config, ConfigKey
 from pilot.model.environment import ConfigView
 from pilot.push.context import ROUTING_KINDS
-from pilot.push.request import REASON_CONFIG, REASON_ENDPOINT, REASON_SERVICE, PushRequest
+from pilot.push.request import REASON_CONFIG, REASON_ENDPOINT, REASON_SECRET, REASON_SERVICE, PushRequest
 from pilot.registry.aggregate import AggregateRegistry
 from pilot.registry.base import RegistryUpdate
 
@@ -48,6 +50,9 @@ class ChangeHandler:
         routing = {key for key in keys if key.kind in _ROUTING}
         if routing:
             self._emit(PushRequest(full=True, configs_updated=routing, reason=Counter({REASON_CONFIG: len(routing)})))
+        secrets = {key for key in keys if key.kind == SECRET}
+        if secrets:
+            self._emit(PushRequest(full=True, configs_updated=secrets, reason=Counter({REASON_SECRET: len(secrets)})))
         if update.services:
             self._emit(
                 PushRequest(

@@ -27,9 +27,9 @@ from pilot.model.config import ConfigKey
 from pilot.model.proxy import Proxy
 from pilot.push.context import PushContext, View
 from pilot.push.scope import scope_for
-from pilot.xds import cds, eds, grpcgen, lds, rds
+from pilot.xds import cds, cds_gateway, eds, grpcgen, lds, rds, sds
 from pilot.xds.cache import XdsCache
-from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE, SECRET_TYPE
 from pilot.xds.resource import Resource
 from pilot.xds.snapshot import NameSet, Snapshot
 from pilot.xds.units import Unit
@@ -92,7 +92,7 @@ class Generator:
     def __init__(self, cache: XdsCache) -> None:
         self.cache = cache
         self._snapshots: OrderedDict[Hashable, _Kept] = OrderedDict()
-        self._epochs: dict[str, int] = dict.fromkeys((CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE), 0)
+        self._epochs: dict[str, int] = dict.fromkeys(PUSH_ORDER, 0)
         # (EDS epoch, hosts it changed) for endpoint-only pushes, newest last
         self._eds_log: deque[tuple[int, frozenset[str]]] = deque(maxlen=EDS_LOG)
         self.generated = 0  # resources built (cache misses), for tests and debug
@@ -223,10 +223,12 @@ class Generator:
         scope = scope_for(push, proxy)
         if grpcgen.is_grpc(proxy):  # proxyless gRPC nodes (metadata GENERATOR: grpc): istiod's grpc generator
             return grpcgen.units(type_url, proxy, push, scope, names, _CachedParts(self.cache, push.number))
-        if type_url == CLUSTER_TYPE:
-            return cds.cluster_units(proxy, push, scope)
+        if type_url == CLUSTER_TYPE:  # and a gateway's AUTO_PASSTHROUGH SNI-DNAT clusters
+            return [*cds.cluster_units(proxy, push, scope), *cds_gateway.cluster_units(proxy, push, scope)]
         if type_url == LISTENER_TYPE:
             return lds.listener_units(proxy, push, scope)
+        if type_url == SECRET_TYPE:  # gateway credentials, always asked for by name
+            return sds.secret_units(proxy, push, names)
         if type_url == ENDPOINT_TYPE:
             units = (eds.endpoint_unit(proxy, push, n) for n in sorted(names or ()))
             return [u for u in units if u is not None]

@@ -8,9 +8,11 @@ CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
-# istiod pushes types in this order so referenced resources exist before their referrers.
-PUSH_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
+# istiod pushes types in this order so referenced resources exist before their referrers. Secrets come last, as
+# in istiod: Envoy asks for a listener's secrets once it has the listener, and a listener waits (warming) for them.
+PUSH_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
 # Types whose subscriptions may be wildcard (all resources); the others are always requested by name.
 WILDCARD_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
 
@@ -22,24 +24,50 @@ WILDCARD_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
 #   lds: services (ports, VIPs), Gateway, Sidecar, VirtualService (gateway TCP/TLS routes), PeerAuthentication
 #        (inbound filter chains)
 #   rds: services, VirtualService, Gateway, Sidecar, DestinationRule (consistent hash)
+#   sds: Secret (the credential's content), Gateway (which credentials a gateway proxy may fetch)
+# and, for gateways only: cds: Gateway (AUTO_PASSTHROUGH SNI-DNAT clusters), lds: DestinationRule (the
+# subsets of AUTO_PASSTHROUGH filter chains).
 # A push whose changed keys are all of these kinds skips the type (istiod's skipped*Configs). The skip only
 # saves work: the per-resource diff would find nothing to send anyway.
 UNAFFECTED_BY: dict[str, frozenset[str]] = {
-    CLUSTER_TYPE: frozenset({"VirtualService", "Gateway", "Namespace", "Endpoints"}),
-    ENDPOINT_TYPE: frozenset({"VirtualService", "Gateway", "Sidecar", "Namespace"}),
-    LISTENER_TYPE: frozenset({"DestinationRule", "Namespace", "Endpoints"}),
-    ROUTE_TYPE: frozenset({"Namespace", "Endpoints", "PeerAuthentication"}),
+    CLUSTER_TYPE: frozenset({"VirtualService", "Namespace", "Endpoints", "Secret"}),
+    ENDPOINT_TYPE: frozenset({"VirtualService", "Gateway", "Sidecar", "Namespace", "Secret"}),
+    LISTENER_TYPE: frozenset({"Namespace", "Endpoints", "Secret"}),
+    ROUTE_TYPE: frozenset({"Namespace", "Endpoints", "PeerAuthentication", "Secret"}),
+    SECRET_TYPE: frozenset(
+        {
+            "VirtualService",
+            "DestinationRule",
+            "Sidecar",
+            "PeerAuthentication",
+            "Namespace",
+            "Endpoints",
+            "ServiceEntry",
+        }
+    ),
+}
+# What else cannot change a sidecar's resources (only gateways read them; see above).
+UNAFFECTED_SIDECARS_BY: dict[str, frozenset[str]] = {
+    CLUSTER_TYPE: frozenset({"Gateway"}),
+    LISTENER_TYPE: frozenset({"DestinationRule"}),
 }
 
 
-def affected_types(kinds: frozenset[str] | None) -> tuple[str, ...]:
-    """The types, in push order, that changes of these kinds can affect (None: everything changed)."""
+def affected_types(kinds: frozenset[str] | None, *, router: bool = True) -> tuple[str, ...]:
+    """The types, in push order, that changes of these kinds can affect (None: everything changed); with
+    ``router`` False, for a sidecar (gateways read more)."""
     if kinds is None:
         return PUSH_ORDER
-    return tuple(t for t in PUSH_ORDER if not kinds <= UNAFFECTED_BY.get(t, frozenset()))
+    if router:
+        return tuple(t for t in PUSH_ORDER if not kinds <= UNAFFECTED_BY.get(t, frozenset()))
+    return tuple(
+        t
+        for t in PUSH_ORDER
+        if not kinds <= UNAFFECTED_BY.get(t, frozenset()) | UNAFFECTED_SIDECARS_BY.get(t, frozenset())
+    )
 
 
-SHORT_TYPE = {CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", LISTENER_TYPE: "lds", ROUTE_TYPE: "rds"}
+SHORT_TYPE = {CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", LISTENER_TYPE: "lds", ROUTE_TYPE: "rds", SECRET_TYPE: "sds"}
 
 # The bootstrap's clusters for pilot itself (pilot bootstrap writes them). Proxies not on ADS name them again in
 # the EDS and RDS config sources pilot generates for them: Envoy does not implement the "self" config source.
@@ -109,7 +137,12 @@ def inbound_vhost_name(port: int) -> str:
 
 
 def parse_cluster_name(name: str) -> ClusterName | None:
-    parts = name.split("|")
+    """``outbound|<port>|<subset>|<host>``, or the DNS-SRV form ``outbound_.<port>_.<subset>_.<host>`` of the
+    SNI-DNAT clusters of AUTO_PASSTHROUGH gateways (istiod's ParseSubsetKey reads both)."""
+    if name.startswith(("outbound_.", "inbound_.")):
+        parts = name.split("_.", 3)
+    else:
+        parts = name.split("|")
     if len(parts) != 4 or parts[0] not in ("outbound", "inbound"):
         return None
     try:

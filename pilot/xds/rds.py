@@ -12,6 +12,8 @@ Route names and what they produce:
   ``https.<port>.<portName>.<gateway>.<ns>[.<bind>]`` for terminating HTTPS servers: one virtual host per
   host shared by a server and a VirtualService bound to its Gateway (routes of several VirtualServices for
   one host are concatenated, catch-all routes last), or ``blackhole:<port>`` answering 404 when nothing binds.
+  The servers behind a name are those the merged Gateways keep (``pilot.push.gateways``: rejected servers add
+  nothing).
 
 VirtualService HTTP routes are translated as Istio's ``TranslateRoute`` does (match, destinations and
 weights, timeout, retries, fault, CORS, header operations, rewrite, redirect, direct response, mirrors,
@@ -63,14 +65,13 @@ from pilot.api.istio.networking.v1alpha3 import (
     LoadBalancerSettingsConsistentHashLb,
     OutboundTrafficPolicyMode,
     Percent,
-    Server,
     StringMatch,
     TrafficPolicyPortTrafficPolicy,
 )
 from pilot.model.config import SERVICE_KIND, Config, ConfigKey
 from pilot.model.host import MESH_GATEWAY, resolve_gateway_name, resolve_short_name, subset_of
 from pilot.model.proxy import Proxy
-from pilot.model.service import Protocol, Service
+from pilot.model.service import Service
 from pilot.push.context import BoundVirtualService, EgressListener, PushContext, exported_to
 from pilot.push.scope import ProxyScope
 from pilot.xds import names
@@ -240,7 +241,7 @@ def _sidecar_route_config(proxy: Proxy, push: PushContext, name: str, parts: Rou
     vhosts.sort(key=lambda vh: vh.name)
     encoded = [vh.encoded for vh in vhosts]
     if not sniffed_host:
-        encoded.append(_catch_all_vhost(_allow_any(scope.sidecar)).SerializeToString())
+        encoded.append(_catch_all_vhost(allow_any(scope.sidecar)).SerializeToString())
     # Protobuf messages are concatenations of fields: the configuration's own fields, then each vhost.
     head = _route_configuration(name, ()).SerializeToString()
     return head + b"".join(length_field(_ROUTE_CONFIG_VHOSTS, vhost) for vhost in encoded)
@@ -264,7 +265,7 @@ def _egress_for_port(listeners: Sequence[EgressListener], port: int) -> EgressLi
     return None
 
 
-def _allow_any(sidecar: Config | None) -> bool:
+def allow_any(sidecar: Config | None) -> bool:
     policy = getattr(sidecar.spec, "outbound_traffic_policy", None) if sidecar is not None else None
     if policy is None:
         return True  # mesh default: ALLOW_ANY
@@ -586,32 +587,9 @@ def _default_route(proxy: Proxy, push: PushContext, svc: Service, port: int, clu
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _server_route_name(gateway: Config, server: Server) -> str:
-    """Istio's gatewayRDSRouteName: ``http.<port>[.<bind>]`` or ``https.<port>.<portName>.<gw>.<ns>[.<bind>]``."""
-    if server.port is None or not server.port.number:
-        return ""
-    protocol = Protocol.parse(server.port.protocol)
-    bind = f".{server.bind}" if server.bind else ""
-    if protocol in (Protocol.HTTPS, Protocol.TLS):
-        if protocol is Protocol.HTTPS and server.tls is not None and not _is_passthrough(server):
-            return f"https.{server.port.number}.{server.port.name}.{gateway.name}.{gateway.namespace}{bind}"
-        return ""
-    if protocol.is_http:
-        return f"http.{server.port.number}{bind}"
-    return ""
-
-
-def _is_passthrough(server: Server) -> bool:
-    mode = getattr(server.tls, "mode", None)
-    return getattr(mode, "name", str(mode)) in ("PASSTHROUGH", "AUTO_PASSTHROUGH")
-
-
 def _gateway_route_config(proxy: Proxy, push: PushContext, name: str) -> route_pb2.RouteConfiguration | None:
-    servers: list[tuple[Config, Server]] = []
-    for gateway in push.gateways_for_proxy(proxy):
-        for server in gateway.spec.servers or ():
-            if _server_route_name(gateway, server) == name:
-                servers.append((gateway, server))
+    # The servers merged under this name (pilot.push.gateways): rejected servers contribute nothing.
+    servers = [(s.gateway, s.server) for s in push.merged_gateway(proxy).servers_by_route_name.get(name, ())]
     if not servers:
         return None
     port = servers[0][1].port.number

@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from pilot.httpbody import read_bounded
-from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE
 from pilot.xds.server import DiscoveryServer
 
 PATH_TYPES = {
@@ -23,6 +23,7 @@ PATH_TYPES = {
     "listeners": LISTENER_TYPE,
     "routes": ROUTE_TYPE,
     "endpoints": ENDPOINT_TYPE,
+    "secrets": SECRET_TYPE,  # gateway credentials (pilot.xds.sds)
 }
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # as istiod's gRPC receive limit
 

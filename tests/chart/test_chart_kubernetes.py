@@ -172,12 +172,12 @@ def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
 
 def test_cluster_role_reads_only_what_pilot_watches(rendered: dict[str, list[dict[str, Any]]]) -> None:
     grants = _grants(_rules(rendered["default"], "ClusterRole"))
-    expected = {("", r): READ_VERBS for r in ("services", "pods", "nodes", "namespaces")}
+    # Secrets: read (never written) as gateway credentials, as istiod reads them.
+    expected = {("", r): READ_VERBS for r in ("services", "pods", "nodes", "namespaces", "secrets")}
     expected[("discovery.k8s.io", "endpointslices")] = READ_VERBS
     expected.update({resource: READ_VERBS for resource in ISTIO_RESOURCES})
     # Status writing is off by default (PILOT_ENABLE_STATUS=false): no write verb at all.
     assert grants == expected
-    assert ("", "secrets") not in grants
 
 
 def test_status_rbac_follows_pilot_enable_status(rendered: dict[str, list[dict[str, Any]]]) -> None:

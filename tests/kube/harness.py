@@ -24,10 +24,13 @@ Kubernetes path itself and emulates:
 - API discovery (``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>``, ``/apis/<group>/<version>``) for the
   versions served: networking.istio.io at the versions given (``istio_versions``), security.istio.io at v1
   and v1beta1, one object visible at each of them, as CRD conversion does;
-- faults: ``fail(plural, status, times)`` answers the next requests for a resource with an error Status.
+- faults: ``fail(plural, status, times)`` answers the next requests for a resource with an error Status;
+- TokenReview (``POST /apis/authentication.k8s.io/v1/tokenreviews``) for tokens the test registers with
+  ``add_token`` (a service account and its audiences), answered as the API server answers a review.
 
 Tests write objects directly (``apply``, ``delete``, ``set_status``); every write reaches the watches over
-HTTP like a kubectl write would. Not emulated: authentication, RBAC, field/label selectors, server-side
+HTTP like a kubectl write would. Field selectors: only ``type=`` / ``type!=`` terms (Secrets). Not emulated:
+authentication, RBAC, other field selectors, label selectors, server-side
 apply, strategic merge patch, admission, finalizers.
 """
 
@@ -145,6 +148,7 @@ class FakeApiServer(kmock.KubernetesScaffold):
     log: list[Logged] = attrs.field(factory=list, init=False)
     _watches: list[_Watch] = attrs.field(factory=list, init=False)
     _faults: dict[str, list[Any]] = attrs.field(factory=dict, init=False)  # plural -> [status, times left]
+    tokens: dict[str, tuple[str, str, tuple[str, ...]]] = attrs.field(factory=dict, init=False)  # -> ns, sa, auds
 
     # ----- test-side writes (every one reaches the watches) -----
 
@@ -229,9 +233,42 @@ class FakeApiServer(kmock.KubernetesScaffold):
     def requests(self, verb: str | None = None, plural: str | None = None) -> list[Logged]:
         return [r for r in self.log if (verb is None or r.verb == verb) and (plural is None or r.plural == plural)]
 
+    def add_token(self, token: str, namespace: str, account: str, audiences: tuple[str, ...] = ("istio-ca",)) -> None:
+        """A service-account token TokenReview accepts (for one of ``audiences``)."""
+        self.tokens[token] = (namespace, account, audiences)
+
+    def _token_review(self, method: str, path: str, body: bytes) -> aiohttp.web.Response:
+        review = orjson.loads(body) if body else {}
+        spec = review.get("spec") or {}
+        self.log.append(Logged(method, path, "create", "tokenreviews", None, None, None, {}, "", 201))
+        found = self.tokens.get(spec.get("token", ""))
+        wanted = tuple(spec.get("audiences") or ())
+        status: JSON = {"authenticated": False, "error": "invalid bearer token"}
+        if found is not None and (not wanted or set(wanted) & set(found[2])):
+            namespace, account, audiences = found
+            status = {
+                "authenticated": True,
+                "user": {
+                    "username": f"system:serviceaccount:{namespace}:{account}",
+                    "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}/{account}")),
+                    "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
+                },
+                "audiences": [a for a in wanted if a in audiences] or list(audiences),
+            }
+        elif found is not None:
+            status = {"authenticated": False, "error": "token audiences do not match"}
+        answer = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec, "status": status}
+        return aiohttp.web.json_response(answer, status=201)
+
     # ----- HTTP -----
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw_request.path == "/apis/authentication.k8s.io/v1/tokenreviews" and raw_request.method == "POST":
+            try:
+                self._inject_fault("tokenreviews")
+            except KubernetesError as exc:
+                return await self._render_error(exc)
+            return self._token_review(raw_request.method, raw_request.path, await raw_request.read())
         try:
             route = self._route(raw_request.path)
         except KubernetesError as exc:
@@ -364,8 +401,13 @@ class FakeApiServer(kmock.KubernetesScaffold):
             offset = int(offset_text)
         else:
             revision, offset = str(self.revision), 0
+        selector = query.get("fieldSelector", "")
         items = sorted(
-            (obj for (ns, _), obj in self._objects(kind).items() if route.namespace in (None, ns)),
+            (
+                obj
+                for (ns, _), obj in self._objects(kind).items()
+                if route.namespace in (None, ns) and _field_selected(obj, selector)
+            ),
             key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]),
         )
         limit = int(query.get("limit") or 0) or len(items) or 1
@@ -384,6 +426,7 @@ class FakeApiServer(kmock.KubernetesScaffold):
         watch = _Watch(kind, route.namespace, route.version, query.get("allowWatchBookmarks") in ("true", "True"))
         since = query.get("resourceVersion", "")
         timeout = float(query.get("timeoutSeconds") or 0) or None
+        selector = query.get("fieldSelector", "")
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(raw_request)
         # Registered before the backlog is read: nothing written meanwhile can fall between the two.
@@ -406,7 +449,7 @@ class FakeApiServer(kmock.KubernetesScaffold):
                 ]
                 last = self.revision
             for event in backlog:
-                if self._visible(watch, event["object"]):
+                if self._visible(watch, event["object"]) and _field_selected(event["object"], selector):
                     await response.write(self._line(watch, event))
             deadline = asyncio.get_running_loop().time() + timeout if timeout else None
             while True:
@@ -426,6 +469,8 @@ class FakeApiServer(kmock.KubernetesScaffold):
                 revision = int(item["object"]["metadata"].get("resourceVersion") or 0)
                 if item["type"] != "BOOKMARK" and revision <= last:
                     continue  # already sent from the backlog
+                if item["type"] != "BOOKMARK" and not _field_selected(item["object"], selector):
+                    continue
                 await response.write(self._line(watch, item))
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             return response
@@ -534,6 +579,17 @@ class FakeApiServer(kmock.KubernetesScaffold):
 
 def _with_status(entry: Logged, status: int) -> Logged:
     return Logged(**{**entry.__dict__, "status": status})
+
+
+def _field_selected(obj: JSON, selector: str) -> bool:
+    """The ``type=X`` / ``type!=X`` terms of a fieldSelector (what pilot asks of Secrets); others pass."""
+    for term in filter(None, selector.split(",")):
+        if term.startswith("type!="):
+            if obj.get("type") == term[len("type!=") :]:
+                return False
+        elif term.startswith("type=") and obj.get("type") != term[len("type=") :]:
+            return False
+    return True
 
 
 def _verb(method: str, route: Route, query: dict[str, str]) -> str:

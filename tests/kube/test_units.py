@@ -29,7 +29,7 @@ def test_the_newest_served_istio_version_is_chosen_per_kind() -> None:
             "v1beta1": {"virtualservices", "gateways"},
             "v1alpha3": {"virtualservices", "sidecars"},
         },
-        "": {"v1": {"services", "pods", "nodes", "namespaces"}},
+        "": {"v1": {"services", "pods", "nodes", "namespaces", "secrets"}},
     }
     found, missing = choose_versions(KUBE_TYPES + ISTIO_TYPES, served)
     versions = {r.kind: r.version for r in found}

@@ -147,10 +147,12 @@ def test_captured_sidecar_listeners() -> None:
     assert _tcp(listeners["0.0.0.0_6379"].filter_chains[0]).cluster == f"outbound|6379||{CACHE}"
 
 
-def test_tcp_services_sharing_a_port_without_vip_get_no_listener() -> None:
+def test_tcp_services_sharing_a_port_without_vip_keep_the_first() -> None:
+    """As istiod (a TCP-over-TCP conflict): nothing tells the two apart, so the later service is dropped."""
     other = Service("cache2.default.svc.cluster.local", "default", (Port("redis", 6379, Protocol.TCP),))
     listeners = _by_name(lds.build_listeners(_sidecar(), _push(services=[*SERVICES, other])))
-    assert "0.0.0.0_6379" not in listeners
+    chains = listeners["0.0.0.0_6379"].filter_chains
+    assert [_tcp(c).cluster for c in chains] == [f"outbound|6379||{CACHE}"]
 
 
 def test_http_wins_over_tcp_on_a_shared_wildcard_port() -> None:
@@ -190,7 +192,7 @@ def test_capture_mode_none_egress_binds_exactly() -> None:
     assert _tcp(listeners["127.0.0.2_5432"].filter_chains[0]).cluster == f"outbound|5432||{DB}"
 
 
-def test_capture_mode_none_tcp_port_with_several_services_is_skipped() -> None:
+def test_capture_mode_none_tcp_port_with_several_services_keeps_the_first() -> None:
     sc = _config(
         "Sidecar",
         "default",
@@ -207,7 +209,9 @@ def test_capture_mode_none_tcp_port_with_several_services_is_skipped() -> None:
         },
     )
     other = Service("cache2.default.svc.cluster.local", "default", (Port("redis", 6379, Protocol.TCP),))
-    assert lds.build_listeners(_sidecar(), _push([sc], [*SERVICES, other])) == []
+    (listener,) = lds.build_listeners(_sidecar(), _push([sc], [*SERVICES, other]))
+    assert listener.name == "127.0.0.1_6379"
+    assert [_tcp(c).cluster for c in listener.filter_chains] == [f"outbound|6379||{CACHE}"]
 
 
 def test_sidecar_mixing_captured_and_bound_egress() -> None:
@@ -275,7 +279,7 @@ def test_gateway_http_servers_merge_per_port_and_bind() -> None:
     assert _hcm(bound).rds.route_config_name == names.gateway_http_route_name(8080, "127.0.0.1")
 
 
-def test_gateway_terminating_tls_is_skipped_and_passthrough_routes_by_sni() -> None:
+def test_gateway_terminating_tls_and_passthrough_routes_by_sni() -> None:
     gateway = _gateway(
         "gw",
         [
@@ -311,7 +315,10 @@ def test_gateway_terminating_tls_is_skipped_and_passthrough_routes_by_sni() -> N
         },
     )
     listeners = _by_name(lds.build_listeners(_router(), _push([gateway, vs])))
-    assert sorted(listeners) == ["0.0.0.0_8443"]
+    assert sorted(listeners) == ["0.0.0.0_443", "0.0.0.0_8443"]
+    (https,) = listeners["0.0.0.0_443"].filter_chains  # TLS terminated with the credential (test_gateway_tls)
+    assert list(https.filter_chain_match.server_names) == ["*.example.com"]
+    assert https.transport_socket.name == "envoy.transport_sockets.tls"
     tls = listeners["0.0.0.0_8443"]
     assert [f.name for f in tls.listener_filters] == ["envoy.filters.listener.tls_inspector"]
     first, second = tls.filter_chains

@@ -110,6 +110,11 @@ class Informer:
     def label(self) -> str:
         return self.resource.label
 
+    @property
+    def _selector(self) -> dict[str, str]:
+        selector = self.resource.type.field_selector
+        return {"fieldSelector": selector} if selector else {}
+
     # ----- the loop -----
 
     async def run(self) -> None:
@@ -159,7 +164,7 @@ class Informer:
     async def _list(self) -> None:
         self.lists += 1
         path = self.resource.path()
-        query: dict[str, str] = {"limit": str(self.settings.page_size)}
+        query: dict[str, str] = {"limit": str(self.settings.page_size), **self._selector}
         items: list[dict[str, Any]] = []
         version = ""
         while True:
@@ -179,7 +184,7 @@ class Informer:
             token = metadata.get("continue")
             if not token:
                 break
-            query = {"limit": str(self.settings.page_size), "continue": str(token)}
+            query = {"limit": str(self.settings.page_size), "continue": str(token), **self._selector}
         await self._replace(items)
         self.resource_version = version
         if not self.synced.is_set():
@@ -212,6 +217,7 @@ class Informer:
             "resourceVersion": self.resource_version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(max(timeout, 1)),
+            **self._selector,
         }
         progressed = False
         try:

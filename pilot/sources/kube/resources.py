@@ -11,6 +11,8 @@ change at all: no store update, no push, no event counted.
 - Node: only name and labels (locality comes from topology labels);
 - Namespace: only name and labels (discoverySelectors match labels);
 - Service: ``status`` (load balancer ingress) goes;
+- Secret: only name, namespace, labels, ``type`` and ``data`` (annotations may hold kubectl's last-applied copy
+  of the data); listed without Helm release and service-account token Secrets (istiod's field selector);
 - Istio kinds keep ``status`` so the status writer can compare, but it is left out of change detection.
 """
 
@@ -71,6 +73,12 @@ def trim_pod(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def trim_secret(obj: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: obj[k] for k in ("apiVersion", "kind", "type", "data") if k in obj}
+    out["metadata"] = _trim_metadata(obj.get("metadata"), keep=("name", "namespace", "labels"))
+    return out
+
+
 def trim_labels_only(obj: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: obj[k] for k in ("apiVersion", "kind") if k in obj}
     out["metadata"] = _trim_metadata(obj.get("metadata"), keep=("name", "labels"))
@@ -94,6 +102,7 @@ class ResourceType:
     metric: str  # CONFIG_EVENTS or REGISTRY_EVENTS
     trim: Trim = trim_default
     has_status_writer: bool = False  # Istio config: pilot writes its validation status
+    field_selector: str = ""  # listed and watched with this fieldSelector
 
     def significant(self, obj: dict[str, Any]) -> dict[str, Any]:
         """The part of a trimmed object whose change is a change."""
@@ -106,6 +115,17 @@ KUBE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("Service", "", ("v1",), "services", True, REGISTRY_EVENTS, trim_service),
     ResourceType("Pod", "", ("v1",), "pods", True, REGISTRY_EVENTS, trim_pod),
     ResourceType("EndpointSlice", "discovery.k8s.io", ("v1",), "endpointslices", True, REGISTRY_EVENTS),
+    # Gateway credentials (istiod's credentials controller and its SecretsFieldSelector).
+    ResourceType(
+        "Secret",
+        "",
+        ("v1",),
+        "secrets",
+        True,
+        REGISTRY_EVENTS,
+        trim_secret,
+        field_selector="type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token",
+    ),
 )
 ISTIO_PLURALS = {
     "ServiceEntry": "serviceentries",

