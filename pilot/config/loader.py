@@ -7,7 +7,8 @@ one object:
   PeerAuthentication, are converted and validated by :func:`pilot.config.validation.check`; the typed message
   becomes ``Config.spec``.
 - Kubernetes ``v1`` Service, Pod, Namespace and ``discovery.k8s.io/v1`` EndpointSlice get a few structural
-  checks and keep the whole parsed object as a plain dict in ``Config.spec``.
+  checks and keep the whole parsed object as a plain dict in ``Config.spec``; a ``v1`` Secret is decoded into
+  a ``pilot.model.secret.SecretData`` (its TLS keys' PEM checked; messages name keys, never values).
 - Anything else is skipped and named in ``LoadResult.skipped_kinds`` (the caller warns once per kind).
 
 An object that fails its checks is left out of ``configs`` and its key is listed in ``rejected`` so the store
@@ -18,6 +19,7 @@ can keep its last good version. Errors that cannot be tied to a key (YAML syntax
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,18 +27,22 @@ from typing import Any
 import orjson
 import yaml
 
-from pilot.config import validation
+from pilot.config import bounds, validation, yamlsafe
 from pilot.model.config import (
     ISTIO_GROUP,
     ISTIO_NETWORKING_KINDS,
     ISTIO_SECURITY_KINDS,
     ISTIO_VERSIONS,
     KUBE_KINDS,
+    SECRET,
     SECURITY_GROUP,
     SECURITY_VERSIONS,
     Config,
     ConfigKey,
 )
+from pilot.model.secret import parse_secret
+
+log = logging.getLogger(__name__)
 
 # Kinds that are not namespaced: their key has namespace "".
 CLUSTER_SCOPED_KINDS = frozenset({"Namespace", "Node"})
@@ -69,27 +75,35 @@ class LoadResult:
 
 
 def load_text(source: str, text: str, default_namespace: str = "default") -> LoadResult:
-    """Parse one file's text. Never raises for bad input; problems become ``LoadError`` entries."""
+    """Parse one file's text. Never raises for bad input; problems become ``LoadError`` entries.
+
+    Documents beyond pilot.config.bounds are refused one by one (named when their kind and name can be read);
+    a syntax error, or a file beyond the bounds as a whole, yields only that error: nothing of the file applies.
+    """
     loader = _FileLoader(source, default_namespace)
     try:
-        documents = list(yaml.load_all(text, Loader=_YAML_LOADER))
+        for document in yamlsafe.load_documents(text):
+            if document.problem is not None:
+                loader.refuse(document.index, document.head, document.problem)
+            else:
+                loader.load_guarded(document.index, document.value)
     except yaml.YAMLError as exc:
         return LoadResult(errors=(LoadError(source, _doc_index_of(exc, text), None, _yaml_message(exc)),))
-    for index, doc in enumerate(documents):
-        loader.load_document(index, doc)
+    except yamlsafe.FileLimitError as exc:
+        return LoadResult(errors=(LoadError(source, 0, None, str(exc)),))
     return loader.result()
 
 
 def load_object(source: str, doc: Any, default_namespace: str = "default") -> LoadResult:
     """Validate one already-parsed object (from an API server watch, an admission review) as a file's
-    document would be: the same kinds, checks, errors and content hash."""
+    document would be: the same kinds, checks, errors, bounds and content hash."""
     loader = _FileLoader(source, default_namespace)
-    loader.load_document(0, doc)
+    too_deep = bounds.depth_problem(doc)
+    if too_deep is not None:
+        loader.refuse(0, doc if isinstance(doc, dict) else {}, too_deep)
+    else:
+        loader.load_guarded(0, doc)
     return loader.result()
-
-
-# libyaml's loader is ~10x faster than the pure-Python one; both give the same safe subset.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _FileLoader:
@@ -101,6 +115,7 @@ class _FileLoader:
         self.seen: set[ConfigKey] = set()
         self.errors: list[LoadError] = []
         self.skipped: dict[str, None] = {}
+        self.loading: ConfigKey | None = None  # the object being validated, for load_guarded
 
     def result(self) -> LoadResult:
         return LoadResult(
@@ -112,6 +127,35 @@ class _FileLoader:
 
     def error(self, index: int, key: ConfigKey | None, prefix: str, message: str) -> None:
         self.errors.append(LoadError(self.source, index, key, prefix + message))
+
+    def load_guarded(self, index: int, doc: Any) -> None:
+        """load_document, where a failure of pilot's own code costs the object being loaded only, never the
+        file or the task reading it."""
+        self.loading = None
+        try:
+            self.load_document(index, doc)
+        except Exception as exc:
+            log.exception("config: internal error loading %s[doc %d]", self.source, index)
+            key = self.loading
+            if key is not None and (key in self.configs or key in self.rejected):
+                key = None
+            self.error(index, key, "", f"internal error while loading: {type(exc).__name__}: {exc}"[:500])
+            if key is not None:
+                self._reject(key)
+
+    def refuse(self, index: int, head: Mapping[str, Any], message: str) -> None:
+        """Reject a document refused before validation (pilot.config.bounds, yamlsafe): as the object its
+        ``head`` names (apiVersion, kind, metadata.name/namespace), so its last good version is kept, or
+        with no key when it cannot be named."""
+        metadata = head.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        api_version, kind = head.get("apiVersion"), head.get("kind")
+        if not all(isinstance(v, str) and v for v in (api_version, kind, name)) or kind == "List":
+            self.error(index, None, "", message)
+            return
+        namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+        stub_metadata = {"name": name} if not isinstance(namespace, str) else {"name": name, "namespace": namespace}
+        self.load_object(index, "", {"apiVersion": api_version, "kind": kind, "metadata": stub_metadata}, message)
 
     def load_document(self, index: int, doc: Any) -> None:
         if doc is None:
@@ -135,7 +179,7 @@ class _FileLoader:
             return
         self.load_object(index, "", doc)
 
-    def load_object(self, index: int, prefix: str, doc: dict[str, Any]) -> None:
+    def load_object(self, index: int, prefix: str, doc: dict[str, Any], refused: str | None = None) -> None:
         api_version = doc.get("apiVersion")
         kind = doc.get("kind")
         if not isinstance(api_version, str) or not api_version or not isinstance(kind, str) or not kind:
@@ -177,13 +221,25 @@ class _FileLoader:
             self.error(index, key, prefix, "duplicate object: already defined earlier in this file; ignored")
             return
         self.seen.add(key)
+        self.loading = key
+        refusals = [refused] if refused is not None else bounds.expansion_problems(kind, doc)
+        if refusals:
+            for problem in refusals:
+                self.error(index, key, prefix, problem)
+            self._reject(key)
+            return
 
         problems: list[str] = []
         warnings: list[str] = []
         labels = _string_map(metadata.get("labels"), "metadata.labels", problems)
         annotations = _string_map(metadata.get("annotations"), "metadata.annotations", problems)
         spec: Any = None
-        if not problems:
+        if kind == SECRET and is_kube:
+            # Decoded and never kept as text; annotations may hold kubectl's last-applied copy of the data.
+            annotations = {}
+            if not problems:
+                spec = parse_secret(doc, problems)
+        elif not problems:
             if is_istio:
                 spec = self._istio_spec(kind, doc, namespace, problems, warnings)
             else:
@@ -205,7 +261,9 @@ class _FileLoader:
             labels=labels,
             annotations=annotations,
             source=self.source,
-            content_hash=content_hash(doc, labels, annotations, drop_status=is_istio),
+            content_hash=(
+                spec.fingerprint if kind == SECRET else content_hash(doc, labels, annotations, drop_status=is_istio)
+            ),
         )
 
     def _reject(self, key: ConfigKey) -> None:

@@ -77,7 +77,8 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     root = tmp_path / "config"
     root.mkdir()
     store = ConfigStore()
-    h = Harness(root, store, FileSource(root, store))
+    # A short quiet period keeps these tests quick; settling itself is tested in tests/hardening.
+    h = Harness(root, store, FileSource(root, store, settle=0.05))
     store.subscribe(lambda _keys: h.change_times.append(time.monotonic()))
     yield h
     await h.stop()
@@ -267,7 +268,8 @@ async def test_cancel_stops_promptly(harness: Harness) -> None:
 
 
 async def test_write_to_store_latency(harness: Harness) -> None:
-    """A write reaches the store well within 100 ms (debounce ~10-50 ms); reports the measurement."""
+    """A write in place reaches the store once it has settled (PILOT_FILE_SETTLE), plus well under 100 ms
+    (debounce ~10-50 ms); reports the measurement."""
     await harness.start()
     path = harness.root / "lat.yaml"
     samples = []
@@ -279,4 +281,4 @@ async def test_write_to_store_latency(harness: Harness) -> None:
         samples.append(harness.change_times[before] - written)
     median = statistics.median(samples)
     print(f"file write -> store change: median {median * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms")
-    assert median < 0.1
+    assert median < harness.source.settle + 0.1
