@@ -12,8 +12,10 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 
+from pilot.metrics import tracing
+from pilot.metrics.registry import Metrics
 from pilot.push.clock import Clock, MonotonicClock
-from pilot.push.request import REASON_UNKNOWN, PushRequest
+from pilot.push.request import REASON_SERVICE, REASON_UNKNOWN, PushRequest
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class Debouncer:
         clock: Clock | None = None,
         eds_debounce: bool = True,
         push_now: Callable[[PushRequest], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._push = push
         self._push_now = push_now
@@ -90,6 +93,9 @@ class Debouncer:
         self._wakeup = asyncio.Event()
         self.pushes = 0  # completed pushes, for tests and debug
         self.last_debounce_time = 0.0  # first event of the last batch -> its push handed over
+        self._counters = metrics.counters if metrics is not None else None
+        self._debounce_time = metrics.histogram("pilot_debounce_time") if metrics is not None else None
+        self._trace: tracing.ChangeTrace | None = None  # the batch's spans, while tracing is on
 
     def update(self, request: PushRequest) -> None:
         """Record an event; never blocks (called synchronously by config stores and registries).
@@ -98,6 +104,8 @@ class Debouncer:
         """
         if not request.reason:
             request.reason[REASON_UNKNOWN] += 1
+        if self._counters is not None:
+            self._count_inbound(request)
         if not request.full and not self.eds_debounce and self._push_now is not None:
             self._push_now(request)
             return
@@ -106,8 +114,12 @@ class Debouncer:
             self._pending = request
             self._first_event = now
             self._events_in_batch = 0
+            if tracing.TRACER is not None:
+                self._trace = tracing.start_change()
         else:
             self._pending.merge(request)
+        if self._trace is not None:
+            self._trace.event(request)
         self._last_event = now
         self._events_in_batch += 1
         self._wakeup.set()
@@ -135,10 +147,28 @@ class Debouncer:
                     waited >= self.max_delay and quiet < self.after,
                 )
                 # One push at a time: events during the push accumulate into the next batch.
-                await self._push(request)
+                trace, self._trace = self._trace, None
+                if trace is None:
+                    await self._push(request)
+                else:
+                    with trace.pushing(request):
+                        await self._push(request)
                 self.last_debounce_time = self._clock.now() - self._first_event
+                if self._debounce_time is not None:
+                    self._debounce_time.observe(self.last_debounce_time)
                 self.pushes += 1
                 continue
             delay = min(self.after - quiet, self.max_delay - waited)
             self._wakeup.clear()
             await self._clock.wait(self._wakeup, delay)
+
+    def _count_inbound(self, request: PushRequest) -> None:
+        """istiod's pilot_inbound_updates: every update is a config update (ConfigUpdate), endpoint-only ones
+        are also eds (EDSUpdate), service changes also svc (SvcUpdate)."""
+        assert self._counters is not None
+        self._counters["pilot_inbound_updates{type=config}"] += 1
+        if not request.full:
+            self._counters["pilot_inbound_updates{type=eds}"] += 1
+        services = request.reason.get(REASON_SERVICE, 0)
+        if services:
+            self._counters["pilot_inbound_updates{type=svc}"] += services

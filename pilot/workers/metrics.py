@@ -15,26 +15,13 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-# istiod's gauges that are sizes of the PushContext or of its ProxyStatus maps: the same on every worker.
-CONFIG_GAUGES = frozenset(
-    {
-        "pilot_services",
-        "pilot_virt_services",
-        "pilot_info",
-        "pilot_k8s_endpoints_pending_pod",
-        "pilot_conflict_inbound_listener",
-        "pilot_conflict_outbound_listener_tcp_over_current_tcp",
-        "pilot_eds_no_instances",
-        "pilot_no_ip",
-        "pilot_endpoint_not_ready",
-        "pilot_duplicate_envoy_clusters",
-        "pilot_dns_cluster_without_endpoints",
-        "pilot_vservice_dup_domain",
-        "pilot_destrule_subsets",
-        "endpoint_no_pod",
-    }
-)
-MAX_GAUGES = frozenset({"pilot_xds_recv_max"})
+from pilot.metrics.definitions import DEFINITIONS
+from pilot.metrics.definitions import Merge as MergeRule
+
+# Per pilot.metrics.definitions: gauges that describe the config (sizes of the PushContext or of its ProxyStatus
+# maps, build info) are the same on every worker; a few are maxima.
+CONFIG_GAUGES = frozenset(d.name for d in DEFINITIONS if d.merge is MergeRule.FIRST)
+MAX_GAUGES = frozenset(d.name for d in DEFINITIONS if d.merge is MergeRule.MAX) | {"pilot_xds_recv_max"}
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _FAMILY_SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created")

@@ -86,8 +86,8 @@ async def test_initial_sync_reads_paged_lists_of_every_kind(api: FakeApiServer, 
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{pilot.monitoring_port}/metrics") as response:
             metrics = await response.text()
-    assert 'pilot_k8s_reg_events{type="Service",event="add"} 5\n' in metrics
-    assert 'pilot_k8s_cfg_events{type="VirtualService",event="add"} 1\n' in metrics
+    assert 'pilot_k8s_reg_events{event="add",type="Service"} 5\n' in metrics  # labels sorted, as istiod's
+    assert 'pilot_k8s_cfg_events{event="add",type="VirtualService"} 1\n' in metrics
 
 
 @pytest.mark.parametrize("abort", [False, True], ids=["closed", "reset"])
