@@ -1,18 +1,18 @@
-"""Command line: ``pilot serve``, ``pilot bootstrap``, ``pilot validate``, ``pilot loadtest``."""
+"""Command line: ``pilot serve``, ``pilot bootstrap``, ``pilot loadtest``; the operator tools (``validate``,
+``analyze``, ``proxy-status``, ``proxy-config``, ``version``) live in ``pilot.tools``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import dataclasses
-import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pilot.push.debounce import durations_from_env, eds_debounce_from_env
-from pilot.xds.cache import max_entries_from_env
+from pilot import log, settings
 
 if TYPE_CHECKING:
     from pilot.sources.kube.source import KubeOptions
@@ -45,15 +45,25 @@ def _serve(args: argparse.Namespace) -> int:
     if kube is not None and args.workers > 1:
         print("pilot serve: --workers > 1 is not supported with Kubernetes sources yet", file=sys.stderr)
         return 2
+    from pilot.security import options as security_options
+
     try:
-        after, max_delay = durations_from_env()
-    except ValueError as exc:
-        print(f"pilot serve: PILOT_DEBOUNCE_AFTER/PILOT_DEBOUNCE_MAX: {exc}", file=sys.stderr)
+        security = security_options.from_args(args)
+    except security_options.SecurityConfigError as exc:
+        print(f"pilot serve: {exc}", file=sys.stderr)
+        return 2
+    if (security.tls is not None or security.jwt_jwks is not None) and args.workers > 1:
+        print("pilot serve: --workers > 1 is not supported with TLS xDS or JWT options yet", file=sys.stderr)
         return 2
     try:
-        eds_debounce = eds_debounce_from_env()
-        max_entries_from_env()  # checked here so a bad value is one clear line, not a traceback later
-    except ValueError as exc:
+        env = settings.read_all()  # every PILOT_* value checked now: a bad one is one line, not a traceback later
+        addresses = {
+            "--grpc-addr": settings.split_address("--grpc-addr", args.grpc_addr, 15010),
+            "--monitoring-addr": settings.split_address("--monitoring-addr", args.monitoring_addr, 15014),
+        }
+        if args.webhook_cert is not None:
+            addresses["--webhook-addr"] = settings.split_address("--webhook-addr", args.webhook_addr, 15017)
+    except settings.SettingError as exc:
         print(f"pilot serve: {exc}", file=sys.stderr)
         return 2
     options = ServerOptions(
@@ -61,13 +71,16 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_addr=args.grpc_addr,
         monitoring_addr=args.monitoring_addr,
         domain_suffix=args.domain_suffix,
-        debounce_after=after,
-        debounce_max=max_delay,
-        eds_debounce=eds_debounce,
+        debounce_after=env["PILOT_DEBOUNCE_AFTER"],
+        debounce_max=env["PILOT_DEBOUNCE_MAX"],
+        eds_debounce=env["PILOT_ENABLE_EDS_DEBOUNCE"],
+        send_timeout=env["PILOT_XDS_SEND_TIMEOUT"],
+        push_throttle=env["PILOT_PUSH_THROTTLE"],
         kube=kube,
         webhook_addr=args.webhook_addr,
         webhook_cert=Path(args.webhook_cert) if args.webhook_cert else None,
         webhook_key=Path(args.webhook_key) if args.webhook_key else None,
+        security=security,
     )
     if args.worker_index is not None:
         from pilot.workers.worker import run_worker
@@ -79,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from pilot.workers.supervisor import run_supervisor
 
-        return run_supervisor(options, args.workers, args.log_level)
+        return run_supervisor(options, args.workers, os.environ.get(log.ENV_LEVELS, "info"))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -92,18 +105,35 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         uvloop.run(main())
-    except WebhookCertificateError as exc:
+    except (WebhookCertificateError, security_options.SecurityConfigError) as exc:
         print(f"pilot serve: {exc}", file=sys.stderr)  # one line naming the file, no traceback
         return 1
+    except OSError as exc:  # a port in use, an address not on this host, a privileged port
+        print(f"pilot serve: {_listen_error(exc, addresses)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _listen_error(exc: OSError, addresses: dict[str, tuple[str, int]]) -> str:
+    """One line for a failed listen: the flag and address it was for, and the OS's reason."""
+    import re
+
+    text = str(exc)
+    reason = exc.strerror or text
+    found = re.search(r"\('([^']*)', (\d+)", text)
+    if found is not None:
+        reason = text.rpartition("): ")[2] or reason
+        port = int(found.group(2))
+        for flag, (host, wanted) in addresses.items():
+            if wanted == port:
+                return f"{flag} {host}:{port}: {reason}"
+        return f"cannot listen on {found.group(1)}:{port}: {reason}"
+    return f"cannot listen: {reason}"
 
 
 def _kube_options(args: argparse.Namespace) -> KubeOptions | None:
     """KubeOptions when Kubernetes sources are on (--kubeconfig, or in a pod with no --config-dir), else None.
     Raises ValueError with a one-line message for a bad flag or PILOT_* value."""
-    import os
-
-    from pilot.push.debounce import parse_bool, parse_duration
     from pilot.sources.kube.client import in_cluster
     from pilot.sources.kube.leader import LeaseTiming
     from pilot.sources.kube.selectors import SelectorError, load_selectors
@@ -118,19 +148,16 @@ def _kube_options(args: argparse.Namespace) -> KubeOptions | None:
         return None
     options = KubeOptions(
         kubeconfig=kubeconfig,
-        enable_status=parse_bool(os.environ.get("PILOT_ENABLE_STATUS", "false"), "PILOT_ENABLE_STATUS"),
+        enable_status=settings.BY_NAME["PILOT_ENABLE_STATUS"].read(os.environ),
     )
     if args.discovery_selectors is not None:
         try:
             options = dataclasses.replace(options, selectors=load_selectors(Path(args.discovery_selectors)))
         except SelectorError as exc:
             raise ValueError(f"--discovery-selectors {exc}") from exc
-    lease = os.environ.get("PILOT_LEADER_LEASE_DURATION")
-    if lease:
-        try:
-            options = dataclasses.replace(options, lease=LeaseTiming.scaled(parse_duration(lease)))
-        except ValueError as exc:
-            raise ValueError(f"PILOT_LEADER_LEASE_DURATION={lease!r}: {exc}") from exc
+    if os.environ.get("PILOT_LEADER_LEASE_DURATION", "").strip():
+        lease = settings.BY_NAME["PILOT_LEADER_LEASE_DURATION"].read(os.environ)
+        options = dataclasses.replace(options, lease=LeaseTiming.scaled(lease))
     return options
 
 
@@ -155,6 +182,17 @@ def _bootstrap(args: argparse.Namespace) -> int:
     if args.xds_addr is None and args.xds_api != "rest":
         print(f"pilot bootstrap: --xds-addr is required with --xds-api {args.xds_api}", file=sys.stderr)
         return 2
+    xds_tls = None
+    if args.xds_tls or args.cert or args.key or args.ca:
+        from pilot.security.envoytls import XdsClientTls
+
+        if not (args.xds_tls and args.cert and args.key and args.ca) or args.grpc or args.xds_api == "rest":
+            print(
+                "pilot bootstrap: TLS xDS (Envoy over gRPC) takes --xds-tls --cert FILE --key FILE --ca FILE together",
+                file=sys.stderr,
+            )
+            return 2
+        xds_tls = XdsClientTls(Path(args.cert), Path(args.key), Path(args.ca), args.xds_sni or "").resolved()
     host, port = split_addr(args.xds_addr or "127.0.0.1:15010", 15010)
     rest_host, rest_port = split_addr(args.rest_addr, 15014)
     try:
@@ -174,6 +212,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
                 rest_host=rest_host,
                 rest_port=rest_port,
                 sds_socket=args.sds_socket,
+                xds_tls=xds_tls,
             )
             text = render_bootstrap(config)
     except ProxyIdError as exc:
@@ -193,33 +232,6 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(args: argparse.Namespace) -> int:
-    from pilot.config.loader import load_text
-
-    errors = 0
-    objects = 0
-    for name in args.files:
-        path = Path(name)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            print(f"{path}: {exc.strerror}", file=sys.stderr)
-            errors += 1
-            continue
-        result = load_text(str(path), text)
-        objects += len(result.configs)
-        for error in result.errors:
-            print(str(error), file=sys.stderr)
-        errors += len(result.errors)
-        for kind in result.skipped_kinds:
-            print(f"{path}: skipping unsupported kind {kind}", file=sys.stderr)
-    if errors:
-        print(f"{errors} error(s) in {len(args.files)} file(s)", file=sys.stderr)
-        return 1
-    print(f"{objects} object(s) in {len(args.files)} file(s) valid")
-    return 0
-
-
 def _loadtest(args: argparse.Namespace) -> int:
     from pilot.loadtest.cli import main as loadtest_main
 
@@ -227,11 +239,20 @@ def _loadtest(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pilot.version import version
+
     parser = argparse.ArgumentParser(prog="pilot", description="Istio-compatible xDS control plane")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version=f"pilot {version()}")
+    _add_log_flags(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve xDS for Istio and Kubernetes config from a directory and/or a cluster")
+    serve = sub.add_parser(
+        "serve",
+        help="serve xDS for Istio and Kubernetes config from a directory and/or a cluster",
+        epilog=settings.help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_log_flags(serve, argparse.SUPPRESS)
     serve.add_argument("--config-dir", help="directory watched recursively for *.yaml / *.yml")
     serve.add_argument(
         "--kubeconfig",
@@ -244,7 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML list of namespace label selectors (or a mesh config with discoverySelectors:); objects of "
         "namespaces none matches are ignored",
     )
-    serve.add_argument("--grpc-addr", default="0.0.0.0:15010", help="xDS gRPC listen address (default %(default)s)")
+    serve.add_argument(
+        "--grpc-addr",
+        default="0.0.0.0:15010",
+        help="plaintext xDS gRPC listen address (default %(default)s); '' turns it off (then --tls-cert is needed)",
+    )
     serve.add_argument(
         "--monitoring-addr", default="0.0.0.0:15014", help="/ready, /metrics and /debug address (default %(default)s)"
     )
@@ -256,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--webhook-cert", help="PEM certificate (chain) of the validation webhook; without it the webhook is off"
     )
     serve.add_argument("--webhook-key", help="PEM private key of --webhook-cert")
+    from pilot.security import options as security_options
+
+    security_options.add_flags(serve)  # --secure-grpc-addr, --tls-cert/--tls-key/--ca-cert, --jwt-*, ...
     serve.add_argument(
         "--workers", type=int, default=1, help="processes sharing the xDS port (SO_REUSEPORT); default 1: one process"
     )
@@ -297,12 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a GRPC_XDS_BOOTSTRAP file for a proxyless gRPC client (node metadata GENERATOR: grpc) instead",
     )
+    boot.add_argument(
+        "--xds-tls",
+        action="store_true",
+        help="reach pilot's TLS xDS port (15012) with the client certificate --cert/--key, trusting --ca",
+    )
+    boot.add_argument("--cert", metavar="FILE", help="the proxy's certificate (PEM, SPIFFE URI SAN) for --xds-tls")
+    boot.add_argument("--key", metavar="FILE", help="private key of --cert")
+    boot.add_argument("--ca", metavar="FILE", help="root (PEM) of pilot's serving certificate for --xds-tls")
+    boot.add_argument("--xds-sni", metavar="NAME", help="TLS server name to send with --xds-tls (optional)")
     boot.add_argument("--output", "-o", help="write to this file (atomically) instead of standard output")
     boot.set_defaults(func=_bootstrap)
 
-    validate = sub.add_parser("validate", help="validate YAML files offline; exits 1 on errors")
-    validate.add_argument("files", nargs="+")
-    validate.set_defaults(func=_validate)
+    from pilot.tools.commands import add_commands
+
+    add_commands(sub)  # validate, analyze, proxy-status, proxy-config, version
 
     # Everything after `loadtest` goes to pilot.loadtest.cli, which has its own subcommands and --help ("+" as
     # the prefix keeps this parser from taking "--help" or any other option for itself).
@@ -317,12 +354,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_log_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """The logging flags, accepted before the command and after ``serve`` (as istiod takes them)."""
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        metavar="LEVEL",
+        help="level of the default scope (debug, info, warn, error, none), or scope:level,... as --log_output_level",
+    )
+    parser.add_argument(
+        "--log_output_level",
+        default=default,
+        metavar="SCOPE:LEVEL,...",
+        help=f"istiod's per-scope levels, e.g. ads:debug,model:info; all:LEVEL sets every scope (default "
+        f"{log.DEFAULT_LEVELS}; scopes: {', '.join(sorted(log.SCOPES))})",
+    )
+    parser.add_argument(
+        "--log_as_json", action="store_true", default=default, help="JSON log lines (time, level, scope, msg)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        options = log.options_from(
+            getattr(args, "log_level", None),
+            getattr(args, "log_output_level", None),
+            getattr(args, "log_as_json", None),
+        )
+    except log.LogConfigError as exc:
+        print(f"pilot: {exc}", file=sys.stderr)
+        return 2
+    log.configure(options)
+    if args.command == "serve":
+        log.export(options)  # processes it starts (--workers) log the same way
     return int(args.func(args))
 
 

@@ -16,6 +16,10 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from pilot import httpserve
+from pilot.metrics.exposition import CONTENT_TYPE
+from pilot.metrics.registry import SUPERVISOR_FAMILIES, Metrics
+from pilot.security import debugauth
 from pilot.workers import metrics
 from pilot.workers.handle import Reply, WorkerHandle, WorkerState, WorkerUnavailable
 
@@ -25,7 +29,7 @@ DEBUG_TIMEOUT = 10.0
 # Whole-config endpoints, identical on every worker: answered by one.
 WHOLE_CONFIG = frozenset({"configz", "registryz", "endpointShardz", "push_status", "config_cache", "cachez", "list"})
 # Per-connection endpoints that answer an object rather than a list: lists concatenated, counts summed.
-PER_CONNECTION_OBJECTS = frozenset({"adsz"})
+PER_CONNECTION_OBJECTS = frozenset({"adsz", "connections", "instancesz"})
 # Query parameters that change a worker's state (config_cache?clear): every worker must get them.
 BROADCAST_PARAMS = frozenset({"clear"})
 # istiod's parameter for "about this one proxy": only the worker holding the proxy can answer.
@@ -49,15 +53,30 @@ class Fleet(Protocol):
 
 FLEET_KEY: web.AppKey[Fleet] = web.AppKey("fleet", object)  # type: ignore[arg-type]
 _REST_TURN: web.AppKey[int] = web.AppKey("rest-turn", int)
+_OWN_METRICS: web.AppKey[Metrics] = web.AppKey("own-metrics", Metrics)
 
 
 def build_app(fleet: Fleet) -> web.Application:
-    app = web.Application()
+    # The public monitoring port of --workers N: the same access rules as one process's (loopback sees all,
+    # others need credentials, mutations by POST only; pilot.security.debugauth) and the same debug budget.
+    access, answers = debugauth.middlewares(None)
+    app = web.Application(middlewares=[access, httpserve.DebugBudget().middleware(), answers])
     app[FLEET_KEY] = fleet
+    # The supervisor's own series: its process (added to the workers'), worker count and restarts.
+    own = app[_OWN_METRICS] = Metrics(SUPERVISOR_FAMILIES)
+    own.add_gauges(
+        lambda: {
+            "pilot_workers": {(): sum(w.alive for w in fleet.workers)},
+            "pilot_worker_restarts": {(): fleet.restarts},
+        }
+    )
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get(f"/debug/{WORKERZ}", workerz)
     app.router.add_get("/debug/{name:.+}", debug)
+    app.router.add_post("/debug/{name:.+}", debug_post)  # mutations (cachez?clear, adsz?push): every worker
+    app.router.add_get("/debug", relay_to_one)  # the HTML index
+    app.router.add_get("/version", relay_to_one)
     app.router.add_post("/v3/discovery:{type}", rest_discovery)
     return app
 
@@ -115,11 +134,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
     fleet = request.app[FLEET_KEY]
     replies = await fetch_all(serving(fleet), "/metrics", "")
     texts = [reply.body.decode("utf-8", "replace") for _, reply in replies if reply.status == 200]
-    own = [
-        f"pilot_workers {sum(w.alive for w in fleet.workers)}",
-        f"pilot_worker_restarts {fleet.restarts}",
-    ]
-    return web.Response(text=metrics.merge(texts, own), content_type="text/plain")
+    own = request.app[_OWN_METRICS].render()  # first: process_start_time_seconds is the supervisor's
+    body = metrics.merge([own, *texts])
+    return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def workerz(request: web.Request) -> web.Response:
@@ -239,3 +256,31 @@ def _json(request: web.Request, value: Any, indexes: Sequence[int] = ()) -> web.
         content_type="application/json",
         headers=_workers_header(indexes) if indexes else None,
     )
+
+
+async def debug_post(request: web.Request) -> web.Response:
+    """A mutating debug call: every serving worker does it; the first answer tells, naming them all."""
+    workers = serving(request.app[FLEET_KEY])
+    if not workers:
+        return web.Response(text="no worker is ready\n", status=503)
+    path, query_string = request.rel_url.raw_path, request.rel_url.raw_query_string
+
+    async def one(worker: WorkerHandle) -> Reply | None:
+        try:
+            return await worker.request("POST", path, query_string, timeout=DEBUG_TIMEOUT)
+        except WorkerUnavailable:
+            return None
+
+    replies = [(w, r) for w, r in zip(workers, await asyncio.gather(*map(one, workers)), strict=True) if r]
+    return _relay(_first(replies), [w.index for w, _ in replies])
+
+
+async def relay_to_one(request: web.Request) -> web.Response:
+    """What every worker answers the same (the /debug index, /version): the first serving worker's answer."""
+    for worker in serving(request.app[FLEET_KEY]):
+        try:
+            reply = await worker.get(request.rel_url.raw_path, request.rel_url.raw_query_string, timeout=DEBUG_TIMEOUT)
+        except WorkerUnavailable:
+            continue
+        return _relay(reply, [worker.index])
+    return web.Response(text="no worker answered\n", status=503)

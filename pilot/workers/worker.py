@@ -92,7 +92,7 @@ def _announce_ready() -> None:
 
 
 def _label_logs(index: int) -> None:
-    # cli.py's layout with the worker named, as all workers share the supervisor's stderr.
-    formatter = logging.Formatter(f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(formatter)
+    # pilot.log's layout (text or JSON) with the worker named, as all workers share the supervisor's stderr.
+    from pilot.log import set_label
+
+    set_label(f"worker {index}")

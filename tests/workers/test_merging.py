@@ -123,4 +123,4 @@ def test_lists_of_per_connection_entries_are_concatenated_even_for_new_endpoints
 
 
 def test_an_unknown_object_endpoint_is_not_merged() -> None:
-    assert merge_per_connection("instancesz", [(0, {"a": 1}), (1, {"a": 1})]) is None
+    assert merge_per_connection("pushcontext", [(0, {"a": 1}), (1, {"a": 1})]) is None

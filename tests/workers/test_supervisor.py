@@ -113,8 +113,10 @@ async def test_proxies_spread_over_workers_survive_a_killed_worker_and_sigterm(
         keys = [(c["kind"], c["metadata"].get("namespace"), c["metadata"]["name"]) for c in configz]
         assert len(keys) == len(set(keys)) > 0, "configz was concatenated across workers"
         assert headers["X-Pilot-Workers"] in ("0", "1")
-        status, _, headers = await client.get("/debug/config_cache?clear=true")
-        assert status == 200 and headers["X-Pilot-Workers"] == "0,1"
+        async with client.session.post(f"{client.base_url}/debug/config_cache?clear=true") as response:
+            assert response.status == 200 and response.headers["X-Pilot-Workers"] == "0,1"
+        status, _, _ = await client.get("/debug/config_cache?clear=true")
+        assert status == 405, "a mutation over GET must be refused"
 
         # REST xDS polls reach a worker through the supervisor's port (round robin), 304 when unchanged.
         poll = {"node": {"id": "sidecar~10.0.0.99~rest.default~default.svc.cluster.local"}}
