@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from pilot.model.proxy import parse_proxy
+from pilot.security import envoytls
 from pilot.xds.names import REST_REFRESH_DELAY_S, SDS_CLUSTER, SDS_SOCKET, XDS_GRPC_CLUSTER, XDS_REST_CLUSTER
 
 XDS_CLUSTER = XDS_GRPC_CLUSTER
@@ -130,9 +131,11 @@ def build_bootstrap(
     rest_host: str = "127.0.0.1",
     rest_port: int = 15014,
     sds_socket: str | None = None,
+    xds_tls: envoytls.XdsClientTls | None = None,
 ) -> dict[str, Any]:
     """``sds_socket``: also define Istio's ``sds-grpc`` cluster on that unix socket (the node agent's, by default
-    ``names.SDS_SOCKET``), which mesh mTLS needs for the workload certificates."""
+    ``names.SDS_SOCKET``), which mesh mTLS needs for the workload certificates. ``xds_tls``: reach pilot's TLS
+    xDS port (15012) with a client certificate (pilot.security.envoytls)."""
     # Validates the id the same way the server will, so a bad id fails here rather than at connect time.
     proxy = parse_proxy(node_id, {"NAMESPACE": namespace} if namespace else None)
     dynamic = _dynamic_resources(xds_api)
@@ -142,11 +145,16 @@ def build_bootstrap(
         cluster = _static_cluster(XDS_REST_CLUSTER, rest_host, rest_port, http2=False)
     else:
         cluster = _static_cluster(XDS_CLUSTER, xds_host, xds_port, http2=True)
+        if xds_tls is not None:
+            cluster["transport_socket"] = envoytls.transport_socket(xds_tls)
     return {
         "node": {"id": node_id, "cluster": f"{app}.{proxy.namespace}", "metadata": metadata},
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
         "dynamic_resources": dynamic,
-        "static_resources": {"clusters": [cluster] if sds_socket is None else [cluster, sds_cluster(sds_socket)]},
+        "static_resources": {
+            "clusters": [cluster] if sds_socket is None else [cluster, sds_cluster(sds_socket)],
+            **({"secrets": envoytls.static_secrets(xds_tls)} if xds_tls is not None and xds_api != "rest" else {}),
+        },
     }
 
 

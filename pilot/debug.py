@@ -13,7 +13,10 @@ from aiohttp import web
 
 from pilot import httpserve
 from pilot.config.store import ConfigStore
+from pilot.metrics import exposition
 from pilot.model.environment import Environment
+from pilot.security import debugauth
+from pilot.tasks import Supervisor
 from pilot.xds.names import SHORT_TYPE
 from pilot.xds.server import DiscoveryServer
 
@@ -25,8 +28,11 @@ class Pilot(Protocol):
     store: ConfigStore
     env: Environment
     discovery: DiscoveryServer
+    tasks: Supervisor
 
     def not_ready_reason(self) -> str: ...
+
+    def source_problems(self) -> list[str]: ...
 
 
 SERVER_KEY: web.AppKey[Pilot] = web.AppKey("pilot", object)  # type: ignore[arg-type]
@@ -53,9 +59,13 @@ def _default(value: Any) -> Any:
 
 
 async def ready(request: web.Request) -> web.Response:
+    """200 once serving; 503 while loading, stopping, or while a pipeline task is down. A source that cannot be
+    read keeps serving its last good config (as istiod): still 200, with one ``warning:`` line per problem."""
     server = request.app[SERVER_KEY]
-    if server.ready.is_set():
-        return web.Response(text="ready\n")
+    down = server.tasks.problems()
+    if server.ready.is_set() and not down:
+        warnings = "".join(f"warning: {problem}\n" for problem in server.source_problems())
+        return web.Response(text="ready\n" + warnings)
     return web.Response(text=f"not ready: {server.not_ready_reason()}\n", status=503)
 
 
@@ -95,10 +105,11 @@ async def syncz(request: web.Request) -> web.Response:
         }
         resources = {}
         for type_url, short in SHORT_TYPE.items():
-            long = {"cds": "cluster", "eds": "endpoint", "lds": "listener", "rds": "route"}[short]
+            long = {"cds": "cluster", "eds": "endpoint", "lds": "listener", "rds": "route"}.get(short)
             state = conn.state.types.get(type_url)
-            entry[f"{long}_sent"] = state.sent_nonce if state else ""
-            entry[f"{long}_acked"] = state.acked_nonce if state else ""
+            if long:  # istiod's per-type fields; SDS only appears under "resources"
+                entry[f"{long}_sent"] = state.sent_nonce if state else ""
+                entry[f"{long}_acked"] = state.acked_nonce if state else ""
             if state and state.requested:
                 resources[type_url] = {
                     "sent": state.sent_nonce,
@@ -178,37 +189,9 @@ async def endpoint_shardz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    server = request.app[SERVER_KEY]
-    lines = []
-    counters = dict(server.discovery.counters)
-    counters["pilot_xds"] = len(server.discovery.connections)
-    push = server.discovery.current
-    if push is not None:
-        counters["pilot_services"] = len(push.services)
-        counters["pilot_virt_services"] = len(push.virtual_services)
-    cache = server.discovery.cache
-    # istiod's XdsCache series (it exports them with PILOT_XDS_CACHE_STATS=true), always present here.
-    counters["xds_cache_reads{type=hit}"] = sum(cache.hits.values())
-    counters["xds_cache_reads{type=miss}"] = sum(cache.misses.values())
-    counters["xds_cache_evictions{type=clear}"] = cache.evictions["clear"]
-    counters["xds_cache_evictions{type=size}"] = cache.evictions["size"]
-    counters["xds_cache_size"] = len(cache)
-    counters["xds_cache_dependent_config_size"] = cache.dependent_config_size
-    for name, value in sorted(counters.items()):
-        lines.append(f"{_series(name)} {value}")
-    webhook = getattr(server, "webhook", None)  # pilot.webhook.WebhookServer, when --webhook-cert is given
-    if webhook is not None:
-        lines.extend(webhook.metric_lines())
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
-
-
-def _series(name: str) -> str:
-    """'name{a=x,b=y}' (how counters are keyed) -> 'name{a="x",b="y"}'."""
-    base, brace, labels = name.partition("{")
-    if not brace:
-        return name
-    pairs = (label.partition("=") for label in labels.rstrip("}").split(","))
-    return base + "{" + ",".join(f'{key}="{value}"' for key, _, value in pairs) + "}"
+    """Prometheus text format with istiod's metric names (pilot.metrics; gauges are read now)."""
+    body = request.app[SERVER_KEY].discovery.metrics.render()
+    return web.Response(body=body.encode(), headers={"Content-Type": exposition.CONTENT_TYPE})
 
 
 ENDPOINTS = {
@@ -229,11 +212,15 @@ async def debug_list(request: web.Request) -> web.Response:
 
 def build_app(server: Pilot) -> web.Application:
     # /debug/* one at a time and within a share of the loop: dumps never starve pushes (pilot.httpserve).
-    app = web.Application(middlewares=[httpserve.DebugBudget().middleware()])
+    # Access first (pilot.security.debugauth: loopback, authenticated, namespace-scoped; POST-only mutations), so
+    # a refused caller costs the budget nothing; answers filtered and redacted inside the budget.
+    access, answers = debugauth.middlewares(getattr(server, "debug_access", None))
+    app = web.Application(middlewares=[access, httpserve.DebugBudget().middleware(), answers])
     app[SERVER_KEY] = server
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/debug/list", debug_list)
-    for name, handler in ENDPOINTS.items():
-        app.router.add_get(f"/debug/{name}", handler)
+    from pilot.introspect.endpoints import register  # here: pilot.introspect builds on this module's handlers
+
+    # /debug (index), /debug/list, every endpoint above (some extended) and istiod's others, /version.
+    register(app, ENDPOINTS, SERVER_KEY)
     return app

@@ -32,13 +32,17 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 from grpclib.encoding.proto import ProtoCodec
 
-from pilot.model.config import ENDPOINTS_KIND, ConfigKey
+from pilot.metrics import tracing
+from pilot.metrics.definitions import PUSH_STATUS_GAUGES
+from pilot.metrics.registry import Metrics
+from pilot.model.config import ENDPOINTS_KIND, SECRET, ConfigKey
 from pilot.model.environment import Environment
 from pilot.model.proxy import Proxy, ProxyIdError, parse_proxy
 from pilot.push.context import PushContext, View
 from pilot.push.queue import PushQueue
 from pilot.push.request import PushRequest
 from pilot.push.scope import ProxyScope, scope_for
+from pilot.security import xdsauth
 from pilot.xds import fastwrite, h2tuning, limits, quarantine
 from pilot.xds.cache import XdsCache, max_entries_from_env
 from pilot.xds.delta import DeltaStream
@@ -49,6 +53,7 @@ from pilot.xds.names import (
     LISTENER_TYPE,
     PUSH_ORDER,
     ROUTE_TYPE,
+    SECRET_TYPE,
     SHORT_TYPE,
     WILDCARD_TYPES,
     affected_types,
@@ -69,6 +74,7 @@ TYPE_SERVICES = {
     LISTENER_TYPE: ("envoy.service.listener.v3.ListenerDiscoveryService", "Listeners"),
     ROUTE_TYPE: ("envoy.service.route.v3.RouteDiscoveryService", "Routes"),
     ENDPOINT_TYPE: ("envoy.service.endpoint.v3.EndpointDiscoveryService", "Endpoints"),
+    SECRET_TYPE: ("envoy.service.secret.v3.SecretDiscoveryService", "Secrets"),
 }
 
 
@@ -153,6 +159,8 @@ class Connection:
         self._busy = False  # handling an answer or a push (possibly awaiting a send)
         self._outbox: list[Outgoing] = []  # computed by the server's fast path, to send before anything else
         self._wakeup = asyncio.Event()
+        self._generated: dict[str, float] = {}  # type -> seconds its pending response took to generate
+        self.trace: tracing.ProxyTrace | None = None  # the last push's spans, while ACKs are owed (tracing on)
 
     @property
     def state(self) -> SotwStream | DeltaStream:
@@ -180,6 +188,8 @@ class Connection:
             if names is None or not self.protocol.watched(ENDPOINT_TYPE):
                 return False
             return any(names.by_host(key.name) for key in request.configs_updated if key.kind == ENDPOINTS_KIND)
+        if not self.proxy.is_router and all(key.kind == SECRET for key in request.configs_updated):
+            return False  # only gateways read Secrets: no need to work out a sidecar's scope
         self.refresh(push)
         scopes = [s for s in (self.scope, self.previous_scope) if s is not None]
         return any(scope.depends_on(key) for key in request.configs_updated for scope in scopes)
@@ -192,10 +202,14 @@ class Connection:
         """
         if self._busy or self._outbox or not self._answers.empty() or self.server.queue.has(self):
             return False
+        traced_from = time.time_ns() if tracing.TRACER is not None else 0
         outgoing = self._respond(ENDPOINT_TYPE, push)
         if outgoing is not None:
+            started = time.perf_counter()
             if fastwrite.try_send(self.stream, outgoing.body):
-                self.server.counters["pilot_xds_pushes{type=eds}"] += 1
+                self.server.sent(outgoing, self._generated.pop(ENDPOINT_TYPE, 0.0), time.perf_counter() - started)
+                if traced_from:
+                    self._trace_push(request, [outgoing], traced_from, [time.time_ns()])
             else:
                 self._outbox.append(outgoing)  # flow control or a paused transport: the loop awaits the send
                 self._wakeup.set()
@@ -295,9 +309,9 @@ class Connection:
 
     def _initialize(self, request: Any) -> None:
         if not request.HasField("node") or not request.node.id:
-            raise grpclib.exceptions.GRPCError(
-                grpclib.const.Status.INVALID_ARGUMENT, "first request on the stream must carry node.id"
-            )
+            reason = "first request on the stream must carry node.id"
+            self.server.refuse(self, reason)
+            raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, reason)
         node = request.node
         try:  # bounded before anything parses it (pilot.xds.limits)
             limits.check_node(node.id, node.cluster, node.metadata.ByteSize() if node.HasField("metadata") else 0)
@@ -313,6 +327,7 @@ class Connection:
         if self.only_type:
             api = "delta-grpc" if isinstance(self.protocol, DeltaStream) else "grpc"
             self.proxy = dataclasses.replace(self.proxy, xds_api=api)
+        xdsauth.authorize(self.proxy)  # an authenticated proxy acts only as its identity (PERMISSION_DENIED)
         self.metadata = metadata
         self.id = f"{self.proxy.short_id}-{self.number}"
         self.server.register(self)
@@ -322,8 +337,13 @@ class Connection:
         push = self.server.current
         if self.proxy is None or push is None:
             return
+        traced_from = time.time_ns() if tracing.TRACER is not None else 0
         self.refresh(push)
-        types = PUSH_ORDER if request.forced else affected_types(request.kinds() if request.full else None)
+        types = (
+            PUSH_ORDER
+            if request.forced
+            else affected_types(request.kinds() if request.full else None, router=self.proxy.is_router)
+        )
         if not request.full:
             types = (ENDPOINT_TYPE,)
         # Generate every type first (holding the throttle slot), then send in push order without it.
@@ -344,9 +364,27 @@ class Connection:
             if outgoing is not None:
                 responses.insert(1, outgoing)
         ticket.release_slot()
+        sent_at: list[int] = []
         for outgoing in responses:
             await self._send(outgoing)
+            if traced_from:
+                sent_at.append(time.time_ns())
         self.server.record_convergence(request)
+        if traced_from:
+            self._trace_push(request, responses, traced_from, sent_at)
+
+    def _trace_push(self, request: PushRequest, sent: list[Outgoing], started: int, sent_at: list[int]) -> None:
+        """Tracing on: this proxy's push span, and one span per response from its send until the proxy ACKs it
+        (the spans are made afterwards, with the times taken on the way)."""
+        if self.trace is not None:
+            self.trace.closed()
+        self.trace = trace = tracing.start_proxy(request, self.id, started)
+        if trace is None or tracing.TRACER is None:
+            return
+        for outgoing, at in zip(sent, sent_at, strict=True):
+            short = SHORT_TYPE.get(outgoing.type_url, outgoing.type_url)
+            trace.sent(tracing.TRACER, outgoing.type_url, short, outgoing.nonce, len(outgoing.body), at)
+        trace.done([SHORT_TYPE.get(o.type_url, o.type_url) for o in sent], sent_at[-1] if sent_at else None)
 
     def _respond(
         self, type_url: str, push: PushContext, *, force: bool = False, force_names: tuple[str, ...] = ()
@@ -356,12 +394,16 @@ class Connection:
         names = self.protocol.subscription(type_url)
         if names is None and type_url not in WILDCARD_TYPES:
             return None
+        started = time.perf_counter()
         snapshot = self.server.generator.snapshot(type_url, self.proxy, push, self.view, names)
         if force_names and type_url == ENDPOINT_TYPE:
             force_names = tuple(n for n in force_names if parse_cluster_name(n) is not None)
-        return self.protocol.respond(
+        outgoing = self.protocol.respond(
             type_url, snapshot, push.version, force=force, force_names=force_names, now=time.time()
         )
+        if outgoing is not None:
+            self._generated[type_url] = time.perf_counter() - started
+        return outgoing
 
     async def _send(self, outgoing: Outgoing) -> None:
         short = SHORT_TYPE.get(outgoing.type_url, outgoing.type_url)
@@ -376,12 +418,18 @@ class Connection:
             if self._task is not None:
                 self._task.uncancel()
             self.server.counters["pilot_xds_write_timeout"] += 1
+            self.server.counters[f"pilot_xds_pushes{{type={short}_senderr}}"] += 1  # istiod: DeadlineExceeded
             log.warning("ADS: %s send of %s timed out; closing the stream", self.id, short)
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.DEADLINE_EXCEEDED, "send timed out") from None
+        except (ConnectionError, grpclib.exceptions.StreamTerminatedError):
+            raise  # the proxy went away (istiod's Unavailable / Canceled): not a send error
+        except Exception:
+            self.server.counters[f"pilot_xds_pushes{{type={short}_senderr}}"] += 1
+            raise
         finally:
             self._sending = False
             self.send_started = 0.0
-        self.server.counters[f"pilot_xds_pushes{{type={short}}}"] += 1
+        self.server.sent(outgoing, self._generated.pop(outgoing.type_url, 0.0), time.monotonic() - started)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "ADS: %s pushed %s %d resources (%d removed) version %s, %d bytes in %.1fms",
@@ -409,6 +457,7 @@ class DiscoveryServer:
         throttle: int | None = None,
         send_timeout: float | None = None,
         cache_size: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.env = env
         self.current: PushContext | None = None
@@ -418,7 +467,17 @@ class DiscoveryServer:
         self.send_timeout = send_timeout or float(os.environ.get("PILOT_XDS_SEND_TIMEOUT", "10") or 10)
         self.cache = XdsCache(cache_size or max_entries_from_env())
         self.generator = Generator(self.cache)
-        self.counters: Counter[str] = Counter()
+        self.metrics = metrics or Metrics()
+        self.counters: Counter[str] = self.metrics.counters
+        self.metrics.add_gauges(self._gauges)
+        self._pushcontext_init = self.metrics.histogram("pilot_pushcontext_init_seconds")
+        self._queue_time = self.metrics.histogram("pilot_proxy_queue_time")
+        self._convergence_time = self.metrics.histogram("pilot_proxy_convergence_time")
+        self._send_time = self.metrics.histogram("pilot_xds_send_time")
+        self._push_time = {t: self.metrics.histogram("pilot_xds_push_time", s) for t, s in SHORT_TYPE.items()}
+        self._config_size = {t: self.metrics.histogram("pilot_xds_config_size_bytes", t) for t in SHORT_TYPE}
+        self._pushes = {t: f"pilot_xds_pushes{{type={s}}}" for t, s in SHORT_TYPE.items()}
+        self._rejections_counted = -1  # the PushContext whose rejected Gateway servers were counted
         self._numbers = itertools.count(1)
         self._conn_numbers = itertools.count(1)
         self.last_push_reach = (0, 0)  # (connections the last push was queued for, connections then)
@@ -439,7 +498,8 @@ class DiscoveryServer:
         number = next(self._numbers)
         everything = request is None or request.forced or request.configs_updated is None
         kinds = None if everything else request.kinds()  # type: ignore[union-attr]
-        push = PushContext.build(self.env, self._next_version(number), number, self.current, kinds)
+        with tracing.init_span():
+            push = PushContext.build(self.env, self._next_version(number), number, self.current, kinds)
         if everything:
             self.cache.clear_all(token=number)
             self.generator.invalidate(PUSH_ORDER)
@@ -453,6 +513,7 @@ class DiscoveryServer:
                 self.generator.endpoints_changed(self._endpoint_hosts(request))
         self.current = push
         self.counters["pilot_pushcontext_init"] += 1
+        self._pushcontext_init.observe(time.monotonic() - started)
         log.debug("PushContext %s built in %.1fms", push.version, (time.monotonic() - started) * 1e3)
         return push
 
@@ -465,6 +526,13 @@ class DiscoveryServer:
         self.push_now(request)
 
     def push_now(self, request: PushRequest) -> None:
+        if tracing.TRACER is None:
+            self._push_now(request)
+            return
+        with tracing.push_span(request):
+            self._push_now(request)
+
+    def _push_now(self, request: PushRequest) -> None:
         if request.full or self.current is None:
             push = self.rebuild(request)
         else:
@@ -473,14 +541,16 @@ class DiscoveryServer:
             self.cache.clear(request.configs_updated or ())
             self.generator.endpoints_changed(hosts)
         self.recent_changes.record(push.number, None if request.forced else request.configs_updated)
-        for reason, count in request.reason.items():
-            self.counters[f"pilot_push_triggers{{type={reason}}}"] += count
+        request.start = time.monotonic()  # istiod's StartPush: queue and convergence times count from here
+        triggers = self._trigger_keys(request)
         enqueued = 0
         fast = not request.full and not request.forced
         for conn in list(self.connections.values()):
             if conn.needs_push(request, push):
                 enqueued += 1
                 if fast and conn.push_endpoints_now(push, request):
+                    self._queue_time.observe(time.monotonic() - request.start)
+                    self._count_triggers(triggers)
                     continue
                 self.queue.enqueue(conn, request)
         self.last_push_reach = (enqueued, len(self.connections))
@@ -501,6 +571,9 @@ class DiscoveryServer:
                 self.queue.remove(conn)
                 slots.release()
                 continue
+            # istiod's doSendPushes: per proxy push, its reasons and its time in the queue.
+            self._queue_time.observe(time.monotonic() - request.start)
+            self._count_triggers(self._trigger_keys(request))
             conn.deliver(request, PushTicket(slots.release, lambda conn=conn: self.queue.mark_done(conn)))
 
     async def watchdog(self) -> None:
@@ -517,7 +590,59 @@ class DiscoveryServer:
                     conn.abort_send()
 
     def record_convergence(self, request: PushRequest) -> None:
+        """A proxy has been sent everything a push had for it (istiod's pilot_proxy_convergence_time)."""
         self.counters["pilot_proxy_convergence"] += 1
+        self._convergence_time.observe(time.monotonic() - request.start)
+
+    @staticmethod
+    def _trigger_keys(request: PushRequest) -> list[tuple[str, int]]:
+        return [(f"pilot_push_triggers{{type={reason}}}", count) for reason, count in request.reason.items()]
+
+    def _count_triggers(self, keys: list[tuple[str, int]]) -> None:
+        for key, count in keys:
+            self.counters[key] += count
+
+    def sent(self, outgoing: Outgoing, generated: float, send_seconds: float) -> None:
+        """One response written: istiod's pushes count, push time (generate + send), send time, size."""
+        type_url = outgoing.type_url
+        key = self._pushes.get(type_url)
+        if key is None:  # a type without preset series
+            short = SHORT_TYPE.get(type_url, type_url)
+            key = f"pilot_xds_pushes{{type={short}}}"
+            self._push_time[type_url] = self.metrics.histogram("pilot_xds_push_time", short)
+            self._config_size[type_url] = self.metrics.histogram("pilot_xds_config_size_bytes", type_url)
+            self._pushes[type_url] = key
+        self.counters[key] += 1
+        self._send_time.observe(send_seconds)
+        self._push_time[type_url].observe(generated + send_seconds)
+        self._config_size[type_url].observe(len(outgoing.body))
+
+    def _gauges(self) -> dict[str, dict[tuple[str, ...], float]]:
+        """Gauges read at each scrape: connected proxies by Istio version, config sizes, push_status, cache."""
+        versions: Counter[tuple[str, ...]] = Counter(
+            (str(conn.metadata.get("ISTIO_VERSION", "")),) for conn in list(self.connections.values())
+        )
+        cache = self.cache
+        out: dict[str, dict[tuple[str, ...], float]] = {
+            "pilot_xds": dict(versions) or {("",): 0},
+            "xds_cache_reads": {("hit",): sum(cache.hits.values()), ("miss",): sum(cache.misses.values())},
+            "xds_cache_evictions": {("clear",): cache.evictions["clear"], ("size",): cache.evictions["size"]},
+            "xds_cache_size": {(): len(cache)},
+            "xds_cache_dependent_config_size": {(): cache.dependent_config_size},
+        }
+        push = self.current
+        if push is not None:
+            out["pilot_services"] = {(): len(push.services)}
+            out["pilot_virt_services"] = {(): len(push.virtual_services)}
+            status = push.proxy_status()
+            out.update({name: {(): len(status.get(name, ()))} for name in PUSH_STATUS_GAUGES})
+            if push.number != self._rejections_counted:
+                # istiod counts rejected Gateway servers as it merges them; here once per PushContext seen.
+                self._rejections_counted = push.number
+                for gateway, entry in status.get("pilot_total_rejected_configs", {}).items():
+                    rejected = max(1, str(entry.get("message", "")).count("server "))
+                    self.counters[f"pilot_total_rejected_configs{{type=gateway,name={gateway}}}"] += rejected
+        return out
 
     # ----- connection side -----
 
@@ -530,6 +655,11 @@ class DiscoveryServer:
         self.queue.remove(conn)
 
     def on_request_decision(self, conn: Connection, decision: Decision) -> None:
+        if conn.trace is not None and decision.kind in (RequestKind.ACK, RequestKind.NACK):
+            state = conn.protocol.types.get(decision.type_url)
+            error = decision.error if decision.kind is RequestKind.NACK else ""
+            if conn.trace.answered(decision.type_url, state.acked_nonce if state else "", error):
+                conn.trace = None
         short = SHORT_TYPE.get(decision.type_url, decision.type_url)
         if decision.kind is RequestKind.NACK:
             self.counters[f"pilot_total_xds_rejects{{type={short}}}"] += 1
@@ -590,7 +720,15 @@ class DiscoveryServer:
             await conn.serve()
         except (ConnectionError, grpclib.exceptions.StreamTerminatedError):
             pass  # the proxy went away; cancellation (grpclib's signal for the same) must propagate
+        except grpclib.exceptions.GRPCError:
+            raise  # a status for the client (bad request, send timeout)
+        except Exception:
+            self.counters["pilot_total_xds_internal_errors"] += 1
+            raise
         finally:
+            if conn.trace is not None:
+                conn.trace.closed()
+                conn.trace = None
             self.unregister(conn)
             if conn.id:
                 log.info("ADS: connection %s closed", conn.id)
@@ -644,6 +782,7 @@ class DiscoveryServer:
             proxy = dataclasses.replace(parse_proxy(node.id, metadata, node.cluster, node.locality), xds_api=xds_api)
         except ProxyIdError as exc:
             raise grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(exc)) from None
+        xdsauth.authorize(proxy)  # unary Fetch* on an authenticated stream (a no-op for REST)
         state = SotwStream()
         state.on_request(discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=request.resource_names))
         names = state.subscription(type_url)
