@@ -30,6 +30,7 @@ import grpclib.exceptions
 import grpclib.server
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from grpclib.encoding.proto import ProtoCodec
 
 from pilot.metrics import tracing
@@ -93,6 +94,16 @@ class RawCodec(ProtoCodec):
         if isinstance(message, bytes):
             return message
         return super().encode(message, message_type)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        """A request that is not the protobuf it should be ends its stream with INVALID_ARGUMENT: the client's
+        fault, not an internal error of pilot."""
+        try:
+            return super().decode(data, message_type)
+        except DecodeError as exc:
+            raise grpclib.exceptions.GRPCError(
+                grpclib.const.Status.INVALID_ARGUMENT, f"cannot decode the request: {exc}"
+            ) from None
 
 
 class PushTicket:
