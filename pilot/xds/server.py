@@ -64,6 +64,7 @@ from pilot.xds.protocol import Decision, Outgoing, RequestKind
 from pilot.xds.sotw import SotwStream
 
 log = logging.getLogger(__name__)
+SERVED_TYPES = frozenset(PUSH_ORDER)  # the types pilot generates; requests for others are not answered
 h2tuning.install()
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
@@ -306,8 +307,11 @@ class Connection:
         push = self.server.current
         if push is None:
             return
-        self.refresh(push)
         type_url = decision.type_url
+        if type_url not in SERVED_TYPES:  # a type pilot does not generate (or none at all): nothing to send
+            self.server.unknown_type(self, type_url)
+            return
+        self.refresh(push)
         force = decision.kind is RequestKind.INITIAL and type_url in WILDCARD_TYPES
         outgoing = self._respond(type_url, push, force=force)
         if outgoing is None:
@@ -715,6 +719,12 @@ class DiscoveryServer:
             for conn in self.connections.values()
         }
         return quarantine.QuarantineReport.status(self.quarantine_report.current(live))
+
+    def unknown_type(self, conn: Connection, type_url: str) -> None:
+        """A request for a type pilot does not serve: not answered (as istiod), logged once per proxy and type."""
+        allowed, _ = self.log_limiter.allow(("type", conn.id, type_url[:100]))
+        if allowed:
+            log.warning("ADS: %s asked for type %r, which pilot does not serve; not answered", conn.id, type_url[:100])
 
     def refuse(self, conn: Connection, reason: str) -> None:
         """A stream refused before it became a proxy's connection: counted, logged once per peer and reason."""

@@ -229,3 +229,22 @@ def test_the_fd_limit_is_raised_to_the_hard_limit() -> None:
     soft, hard = limits.raise_fd_limit()
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == soft
     assert soft == min(hard if hard != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
+
+
+async def test_a_request_for_a_type_pilot_does_not_serve_is_not_answered(pilot: PilotServer) -> None:
+    """Found by tests/fuzz/test_xds_fuzz.py: an empty or unknown type_url used to fail the stream with an
+    internal error. It is not answered (as istiod); the next request of a known type is."""
+    channel = grpclib.client.Channel("127.0.0.1", pilot.grpc_port)
+    try:
+        async with ads_request(channel) as stream:
+            first = discovery_pb2.DiscoveryRequest(type_url="")
+            first.node.id = NODE_ID
+            await stream.send_message(first)
+            await stream.send_message(discovery_pb2.DiscoveryRequest(type_url="type.googleapis.com/no.Such"))
+            await stream.send_message(discovery_pb2.DiscoveryRequest(type_url=CLUSTER_TYPE))
+            response = await asyncio.wait_for(stream.recv_message(), 5)
+            assert response is not None and response.type_url == CLUSTER_TYPE  # the first answer is CDS's
+            await stream.cancel()
+    finally:
+        channel.close()
+    assert pilot.discovery.counters["pilot_total_xds_internal_errors"] == 0
