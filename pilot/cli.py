@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from pilot.tools.commands import add_commands
 
-    add_commands(sub)  # validate, analyze, proxy-status, proxy-config, version
+    add_commands(sub)  # validate, analyze, proxy-status, proxy-config, version, demo
 
     # Everything after `loadtest` goes to pilot.loadtest.cli, which has its own subcommands and --help ("+" as
     # the prefix keeps this parser from taking "--help" or any other option for itself).
