@@ -11,7 +11,7 @@ Spans (all in one trace per debounced batch of changes):
         xds.push                  per proxy: from the push reaching it until everything is written
           xds.ack                 per response type sent: written -> the proxy's ACK (ERROR on a NACK)
 
-Off unless configured: ``configure_from_env()`` installs an OTLP/HTTP (protobuf) exporter when
+Off unless configured: ``configure_from_env()`` installs an OTLP/HTTP (JSON, pilot.metrics.otlp_json) exporter when
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set (and ``OTEL_TRACES_EXPORTER``
 is not ``none``, ``OTEL_SDK_DISABLED`` not ``true``); tests ``install`` an in-memory exporter. While off,
 ``TRACER`` is None and the hooks in the push path test only that: no span or context object is created.
@@ -83,17 +83,18 @@ def configure_from_env(environ: dict[str, str] | None = None) -> bool:
     if not endpoint:
         return False
     protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
-    if protocol and protocol != "http/protobuf":
-        log.warning("tracing: OTLP protocol %r is not supported, exporting over http/protobuf", protocol)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    if protocol and protocol != "http/json":
+        log.warning("tracing: OTLP protocol %r is not supported, exporting over http/json", protocol)
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    # Headers, timeout, compression and certificate come from the same OTEL_EXPORTER_OTLP_* variables.
+    from pilot.metrics.otlp_json import OtlpJsonSpanExporter
+
+    # Headers, timeout and certificate come from the same OTEL_EXPORTER_OTLP_* variables.
     install(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), max_queue_size=MAX_QUEUE),
+        BatchSpanProcessor(OtlpJsonSpanExporter(endpoint, env), max_queue_size=MAX_QUEUE),
         env.get("OTEL_SERVICE_NAME", "pilot"),
     )
-    log.info("tracing: exporting spans over OTLP/HTTP to %s", endpoint)
+    log.info("tracing: exporting spans over OTLP/HTTP (JSON) to %s", endpoint)
     return True
 
 

@@ -7,10 +7,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -131,15 +131,14 @@ def test_otlp_export_only_when_configured() -> None:
 
 
 async def test_spans_reach_an_otlp_http_collector(tmp_path: Path) -> None:
-    """The real exporter (OTLP/HTTP, protobuf) to a collector stand-in on loopback."""
-    received: list[ExportTraceServiceRequest] = []
+    """The real exporter (OTLP/HTTP, JSON encoding) to a collector stand-in on loopback."""
+    received: list[dict[str, Any]] = []
 
     async def collect(request: web.Request) -> web.Response:
-        assert request.content_type == "application/x-protobuf"
-        message = ExportTraceServiceRequest()
-        message.ParseFromString(await request.read())
-        received.append(message)
-        return web.Response(body=b"", content_type="application/x-protobuf")
+        assert request.content_type == "application/json"
+        assert request.headers.get("x-tenant") == "mesh"  # OTEL_EXPORTER_OTLP_HEADERS
+        received.append(await request.json())
+        return web.json_response({})
 
     app = web.Application()
     app.router.add_post("/v1/traces", collect)
@@ -149,7 +148,8 @@ async def test_spans_reach_an_otlp_http_collector(tmp_path: Path) -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        assert tracing.configure_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"})
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=mesh"}
+        assert tracing.configure_from_env(env)
         server = await start_pilot(tmp_path)
         envoy = Proxy(server.grpc_port)
         envoy.start()
@@ -165,13 +165,17 @@ async def test_spans_reach_an_otlp_http_collector(tmp_path: Path) -> None:
     finally:
         tracing.shutdown()
         await runner.cleanup()
-    names = {
-        span.name
+    spans = [
+        span
         for message in received
-        for resource_spans in message.resource_spans
-        for scope_spans in resource_spans.scope_spans
-        for span in scope_spans.spans
-    }
-    assert {"config change", "debounce", "push", "push_context.init", "xds.push"} <= names
-    service = received[0].resource_spans[0].resource.attributes
-    assert any(a.key == "service.name" and a.value.string_value == "pilot" for a in service)
+        for resource_spans in message["resourceSpans"]
+        for scope_spans in resource_spans["scopeSpans"]
+        for span in scope_spans["spans"]
+    ]
+    assert {"config change", "debounce", "push", "push_context.init", "xds.push"} <= {s["name"] for s in spans}
+    by_id = {s["spanId"]: s for s in spans}
+    assert all(len(s["traceId"]) == 32 and len(s["spanId"]) == 16 for s in spans)
+    pushes = [s for s in spans if s["name"] == "xds.push"]
+    assert pushes and all(s.get("parentSpanId") in by_id for s in pushes)  # children of spans that were sent
+    service = received[0]["resourceSpans"][0]["resource"]["attributes"]
+    assert {"key": "service.name", "value": {"stringValue": "pilot"}} in service
