@@ -39,9 +39,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from pilot.ratelog import LogLimiter
 from pilot.security import redact
 from pilot.security.authn import AuthenticationError, Authenticators, Caller, Credentials
-from pilot.security.ratelog import LogLimiter
 from pilot.security.tls import peer_certificate
 
 log = logging.getLogger(__name__)

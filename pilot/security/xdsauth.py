@@ -33,8 +33,8 @@ import grpclib.exceptions
 import grpclib.server
 
 from pilot.model.proxy import Proxy
+from pilot.ratelog import LogLimiter
 from pilot.security.authn import AuthenticationError, Authenticators, Caller, Credentials, Identity
-from pilot.security.ratelog import LogLimiter
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,16 @@
-"""The network filters of generated listeners: the HTTP connection manager (RDS) and tcp_proxy."""
+"""The network filters of generated listeners (the HTTP connection manager with RDS, tcp_proxy), and the
+filter-chain helpers listeners share (unique matches, the TLS inspector)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from envoy.config.core.v3 import config_source_pb2
-from envoy.config.listener.v3 import listener_components_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
@@ -16,6 +18,7 @@ from pilot.xds import names
 
 Filter = listener_components_pb2.Filter
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
 
 
 def http_connection_manager(
@@ -69,3 +72,32 @@ def tcp_proxy(stat_prefix: str, cluster: str | None = None, weighted: Iterable[t
     out = Filter(name=TCP_PROXY_FILTER)
     out.typed_config.Pack(proxy)
     return out
+
+
+def unique_chains(
+    chains: Iterable[listener_components_pb2.FilterChain],
+) -> tuple[list[listener_components_pb2.FilterChain], int]:
+    """Envoy rejects a listener with two chains of one match: the first of each, and how many were dropped."""
+    seen: set[bytes] = set()
+    out = []
+    dropped = 0
+    for chain in chains:
+        match = chain.filter_chain_match.SerializeToString(deterministic=True)
+        if match in seen:
+            dropped += 1
+            continue
+        seen.add(match)
+        out.append(chain)
+    return out, dropped
+
+
+def needs_tls_inspector(chain: listener_components_pb2.FilterChain) -> bool:
+    match = chain.filter_chain_match
+    return bool(match.server_names or match.application_protocols or chain.HasField("transport_socket"))
+
+
+def add_tls_inspector(listener: listener_pb2.Listener, chains: Sequence[listener_components_pb2.FilterChain]) -> None:
+    """The TLS inspector listener filter, when some chain matches on SNI or ALPN or terminates TLS."""
+    if any(needs_tls_inspector(chain) for chain in chains):
+        inspector = listener.listener_filters.add(name=TLS_INSPECTOR_FILTER)
+        inspector.typed_config.Pack(tls_inspector_pb2.TlsInspector())

@@ -34,7 +34,7 @@ from pilot.push.context import EgressListener, PushContext, View
 from pilot.push.scope import ProxyScope
 from pilot.xds import inbound, lds_gateway, lds_l4, names, rds
 from pilot.xds.cds import config_source
-from pilot.xds.filters import http_connection_manager, tcp_proxy  # also lds's public API
+from pilot.xds.filters import add_tls_inspector, http_connection_manager, tcp_proxy  # also lds's public API
 from pilot.xds.units import Unit
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def _sidecar_listeners(proxy: Proxy, push: PushContext) -> list[Listener]:
             if not chains:
                 continue
             listener.filter_chains.extend(chains)
-            lds_l4.add_tls_inspector(listener, chains)
+            add_tls_inspector(listener, chains)
         listeners.append(listener)
     return listeners
 

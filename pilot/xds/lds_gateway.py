@@ -48,7 +48,6 @@ from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
@@ -68,7 +67,7 @@ from pilot.push.gateways import (
 )
 from pilot.xds import mtls, names
 from pilot.xds.cds import config_source
-from pilot.xds.filters import http_connection_manager, tcp_proxy
+from pilot.xds.filters import add_tls_inspector, http_connection_manager, tcp_proxy, unique_chains
 from pilot.xds.rds import visibility_order
 
 log = logging.getLogger(__name__)
@@ -79,7 +78,6 @@ DownstreamTlsContext = tls_pb2.DownstreamTlsContext
 TlsParameters = common_pb2.TlsParameters
 
 WILDCARD_ADDRESS = "0.0.0.0"
-TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
 TRANSPORT_SOCKET_CONNECT_TIMEOUT_S = 15  # istiod's PILOT_GATEWAY_TRANSPORT_SOCKET_CONNECT_TIMEOUT
 ALPN_HTTP = ("h2", "http/1.1")  # istiod's ALPNHttp
 # istiod's allIstioMtlsALPNs: what a sidecar offers in mesh mTLS, matched by AUTO_PASSTHROUGH chains.
@@ -143,28 +141,17 @@ def _listener(name: str, address: str, port: int, chains: Sequence[FilterChain])
     for chain in chains:
         chain.transport_socket_connect_timeout.seconds = TRANSPORT_SOCKET_CONNECT_TIMEOUT_S
     listener.filter_chains.extend(chains)
-    if any(_needs_tls_inspector(chain) for chain in chains):
-        inspector = listener.listener_filters.add(name=TLS_INSPECTOR_FILTER)
-        inspector.typed_config.Pack(tls_inspector_pb2.TlsInspector())
+    add_tls_inspector(listener, chains)
     return listener
-
-
-def _needs_tls_inspector(chain: FilterChain) -> bool:
-    match = chain.filter_chain_match
-    return bool(match.server_names or match.application_protocols or chain.HasField("transport_socket"))
 
 
 def _unique_chains(listener: str, chains: Iterable[FilterChain]) -> list[FilterChain]:
     """Envoy rejects a listener with two chains of one match: keep the first of each."""
-    seen: set[bytes] = set()
-    out = []
-    for chain in chains:
-        match = chain.filter_chain_match.SerializeToString(deterministic=True)
-        if match in seen:
-            log.warning("gateway listener %s: a filter chain repeats the match of an earlier one; dropped", listener)
-            continue
-        seen.add(match)
-        out.append(chain)
+    out, dropped = unique_chains(chains)
+    if dropped:
+        log.warning(
+            "gateway listener %s: %d filter chains repeat the match of an earlier one; dropped", listener, dropped
+        )
     return out
 
 

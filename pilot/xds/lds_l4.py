@@ -14,7 +14,8 @@ service (in istiod's visibility order) are read:
   address, as for ServiceEntries of external HTTPS hosts on 0.0.0.0_443), else unmatched.
 
 Routes go to one cluster or to weighted clusters (tcp_proxy). Chains whose match repeats an earlier one are
-dropped (Envoy rejects the listener otherwise), and a listener with SNI matches gets the TLS inspector.
+dropped (Envoy rejects the listener otherwise), and a listener with SNI matches gets the TLS inspector
+(pilot.xds.filters).
 """
 
 from __future__ import annotations
@@ -26,21 +27,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.listener.v3 import listener_components_pb2
-from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 
 from pilot.model.host import MESH_GATEWAY, matches
 from pilot.model.proxy import Proxy
 from pilot.model.service import Port, Protocol, Service, labels_match
 from pilot.push.context import BoundVirtualService, EgressListener, PushContext
 from pilot.xds import names
-from pilot.xds.filters import tcp_proxy
+from pilot.xds.filters import tcp_proxy, unique_chains
 from pilot.xds.lds_gateway import route_filter
 from pilot.xds.rds import visibility_order
 
 log = logging.getLogger(__name__)
 
 FilterChain = listener_components_pb2.FilterChain
-TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
 TLS_PROTOCOLS = (Protocol.TLS, Protocol.HTTPS)
 
 
@@ -181,23 +180,7 @@ def listener_chains(
         if len(tcp) > 1:
             log.debug("listener %s: %d TCP services share it; only %s is built", listener, len(tcp), tcp[0])
         chains.extend(tcp_chains(push, proxy, egress, tcp[0], listen_port))
-    return unique(listener, chains)
-
-
-def unique(listener: str, chains: Iterable[FilterChain]) -> list[FilterChain]:
-    out: list[FilterChain] = []
-    seen: set[bytes] = set()
-    for chain in chains:
-        key = chain.filter_chain_match.SerializeToString(deterministic=True)
-        if key in seen:
-            log.debug("listener %s: a filter chain repeating an earlier match is dropped", listener)
-            continue
-        seen.add(key)
-        out.append(chain)
+    out, dropped = unique_chains(chains)
+    if dropped:
+        log.debug("listener %s: %d filter chains repeating an earlier match dropped", listener, dropped)
     return out
-
-
-def add_tls_inspector(listener: Any, chains: Sequence[FilterChain]) -> None:
-    if any(chain.filter_chain_match.server_names for chain in chains):
-        inspector = listener.listener_filters.add(name=TLS_INSPECTOR_FILTER)
-        inspector.typed_config.Pack(tls_inspector_pb2.TlsInspector())

@@ -13,8 +13,6 @@
   stretch a 2,000-proxy reconnect to 80 s. Set the variable to 25 for istiod's pace.
 - ``grpc_configuration``: HTTP/2 keepalive pings on every connection, streams or not, so half-open and
   silent connections are closed after ``KEEPALIVE_TIME`` + ``KEEPALIVE_TIMEOUT``.
-- ``LogLimiter``: repeated errors (a NACK flood) are logged once per key and interval, with a count of what
-  was suppressed.
 - ``raise_fd_limit``: the soft open-file limit raised to the hard one at start.
 """
 
@@ -27,7 +25,6 @@ import os
 import resource
 import struct
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 import grpclib.const
@@ -164,34 +161,6 @@ class StreamAdmission:
             )
         if wait > 0:
             await asyncio.sleep(wait)
-
-
-# ----- logging -----
-
-
-class LogLimiter:
-    """Log a repeated condition once per key per ``interval`` seconds, then say how many were suppressed."""
-
-    MAX_KEYS = 4096
-
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._seen: OrderedDict[object, tuple[float, int]] = OrderedDict()
-
-    def allow(self, key: object) -> tuple[bool, int]:
-        """(whether to log now, how many were suppressed since the last time it was logged)."""
-        now = self._clock()
-        found = self._seen.get(key)
-        if found is not None and now - found[0] < self.interval:
-            self._seen[key] = (found[0], found[1] + 1)
-            return False, 0
-        suppressed = found[1] if found is not None else 0
-        self._seen[key] = (now, 0)
-        self._seen.move_to_end(key)
-        while len(self._seen) > self.MAX_KEYS:
-            self._seen.popitem(last=False)
-        return True, suppressed
 
 
 # ----- file descriptors -----

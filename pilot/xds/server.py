@@ -43,6 +43,7 @@ from pilot.push.context import PushContext, View
 from pilot.push.queue import PushQueue
 from pilot.push.request import PushRequest
 from pilot.push.scope import ProxyScope, scope_for
+from pilot.ratelog import LogLimiter
 from pilot.security import xdsauth
 from pilot.xds import fastwrite, h2tuning, limits, quarantine
 from pilot.xds.cache import XdsCache, max_entries_from_env
@@ -498,7 +499,7 @@ class DiscoveryServer:
         self.last_push_reach = (0, 0)  # (connections the last push was queued for, connections then)
         self.recent_changes = quarantine.RecentChanges()  # what the last pushes changed (NACK reports)
         self.admission = limits.StreamAdmission(limits.default_stream_rate())
-        self.log_limiter = limits.LogLimiter()
+        self.log_limiter = LogLimiter(interval=60.0, burst=1)  # one line per key a minute, then a count
         self.quarantine_report = quarantine.QuarantineReport()
 
     # ----- push side -----

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from pilot.ratelog import LogLimiter
 from pilot.security import jwt, redact
 from pilot.security.authn import (
     AuthenticationError,
@@ -23,7 +24,6 @@ from pilot.security.authn import (
     KubeJwtAuthenticator,
 )
 from pilot.security.options import SecurityOptions
-from pilot.security.ratelog import LogLimiter
 from pilot.security.tls import GRPC_ALPN, ReloadingContext, TlsFiles
 from tests.security.conftest import Pki
 from tests.security.pki import ISSUER, b64

@@ -22,6 +22,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from pilot import httpserve
 from pilot.push.clock import ManualClock
+from pilot.ratelog import LogLimiter
 from pilot.server import PilotServer, ServerOptions
 from pilot.xds import limits
 from pilot.xds.names import CLUSTER_TYPE
@@ -217,7 +218,7 @@ async def test_debug_requests_run_one_at_a_time_within_their_share() -> None:
 
 def test_repeated_errors_are_logged_once_per_interval_with_a_count() -> None:
     clock = ManualClock()
-    limiter = limits.LogLimiter(interval=60, clock=clock.now)
+    limiter = LogLimiter(interval=60, burst=1, clock=clock.now)
     assert limiter.allow("nack") == (True, 0)
     assert [limiter.allow("nack") for _ in range(3)] == [(False, 0)] * 3
     assert limiter.allow("other") == (True, 0)

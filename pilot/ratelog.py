@@ -1,4 +1,5 @@
-"""Bounded logging of repeated failures: a hostile client must not be able to fill the log.
+"""Bounded logging of repeated failures: a hostile client must not be able to fill the log (used for NACKs,
+refused streams and authentication failures).
 
 ``LogLimiter.allow(key)`` says whether a line about ``key`` may be written now: at most ``burst`` lines per
 key per ``interval``; lines held back are counted and reported with the next line allowed for that key. Keys
@@ -24,9 +25,9 @@ class LogLimiter:
         self.burst = burst
         self.max_keys = max_keys
         self.clock = clock
-        self._windows: OrderedDict[str, list[float | int]] = OrderedDict()  # key -> [window start, lines, held]
+        self._windows: OrderedDict[object, list[float | int]] = OrderedDict()  # key -> [window start, lines, held]
 
-    def allow(self, key: str) -> tuple[bool, int]:
+    def allow(self, key: object) -> tuple[bool, int]:
         """(write this line, lines held back since the last one written for this key)."""
         now = self.clock()
         window = self._windows.get(key)
