@@ -102,6 +102,9 @@ class Service:
     origin: ConfigKey | None = None
     # For DNS resolution without endpoints: the hosts themselves are resolved by the proxy.
     registry: str = "ServiceEntry"  # "Kubernetes" or "ServiceEntry"
+    # DNS_ROUND_ROBIN (istiod's DNSRoundRobinLB): one connection per resolved address in turn, a LOGICAL_DNS
+    # cluster; plain DNS resolves every address into the pool (STRICT_DNS).
+    dns_round_robin: bool = False
 
     def port_by_number(self, number: int) -> Port | None:
         for port in self.ports:

@@ -81,6 +81,7 @@ def convert(cfg: Config, workloads: Iterable[Config], domain_suffix: str) -> lis
             export_to=tuple(spec.export_to),
             origin=cfg.key,
             registry=REGISTRY,
+            dns_round_robin=enum_name(spec.resolution) == "DNS_ROUND_ROBIN",
         )
         by_port: ByPort = shared
         if resolution is Resolution.DNS and not selected and not hostname.startswith("*"):

@@ -241,7 +241,7 @@ def load_assignment(
 
 def _cluster_type(service: Service, proxy: Proxy) -> int:
     if service.resolution is Resolution.DNS:
-        return Cluster.STRICT_DNS
+        return Cluster.LOGICAL_DNS if service.dns_round_robin else Cluster.STRICT_DNS
     if service.resolution is Resolution.NONE and not proxy.is_router:
         return Cluster.ORIGINAL_DST
     # STATIC, and NONE on gateways: Istio's gateways cannot use passthrough clusters and fall back to EDS.
@@ -574,12 +574,14 @@ def build_cluster(
     if cluster.type == Cluster.EDS:
         cluster.eds_cluster_config.eds_config.CopyFrom(config_source(proxy))
         cluster.eds_cluster_config.service_name = name
-    elif cluster.type == Cluster.STRICT_DNS:
+    elif cluster.type in (Cluster.STRICT_DNS, Cluster.LOGICAL_DNS):
         if endpoints is None:
             if "*" in service.hostname:
                 log.warning("cluster %s: DNS resolution for a wildcard host needs endpoints; skipped", name)
                 return None
             endpoints = [Endpoint(address=service.hostname, port=port.number, service_port_name=port.name)]
+        if cluster.type == Cluster.LOGICAL_DNS and not endpoints:
+            return None  # Envoy needs exactly one endpoint (a subset matched none); istiod omits it too
         balancer = locality.Balancer.of(lb, proxy)  # istiod balances inline endpoints too
         cluster.load_assignment.CopyFrom(load_assignment(name, endpoints, tls_mode, balancer))
         cluster.dns_lookup_family = Cluster.V4_ONLY

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from pilot.model.service import Endpoint, Port, Protocol, Resolution, Service, S
 from pilot.push.context import PushContext
 from pilot.push.offline import push_of_configs
 from pilot.xds import cds, names
+from tests.fuzz.envoy_check import bootstrap_for, envoy_validate, find_envoy
 
 Cluster = cluster_pb2.Cluster
 MAX_UINT32 = 2**32 - 1
@@ -493,3 +496,59 @@ def test_service_entries_through_push_context_build() -> None:
     assert dns.type == Cluster.STRICT_DNS
     assert dns.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "api.example.com"
     assert clusters["outbound|8080|v1|vm.internal"].type == Cluster.EDS
+
+
+def test_dns_round_robin_is_logical_dns_as_in_istiod() -> None:
+    """istiod's convertResolution: DNS_ROUND_ROBIN → LOGICAL_DNS (one address at a time), its single endpoint or
+    the host itself; a subset that selects no endpoint gets no cluster (Envoy refuses an empty LOGICAL_DNS)."""
+    configs = [
+        config(
+            "ServiceEntry",
+            "default",
+            "rr",
+            {
+                "hosts": ["rr.example.com", "one.example.com"],
+                "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+                "resolution": "DNS_ROUND_ROBIN",
+            },
+        ),
+        config(
+            "ServiceEntry",
+            "default",
+            "pinned",
+            {
+                "hosts": ["pinned.example.com"],
+                "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                "resolution": "DNS_ROUND_ROBIN",
+                "endpoints": [{"address": "origin.example.net", "labels": {"version": "v1"}}],
+            },
+        ),
+        config(
+            "DestinationRule",
+            "default",
+            "pinned",
+            {
+                "host": "pinned.example.com",
+                "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}],
+            },
+        ),
+    ]
+    push = push_of_configs(configs)
+    clusters = by_name(cds.build_clusters(sidecar(), push))
+    rr = clusters["outbound|443||rr.example.com"]
+    assert rr.type == Cluster.LOGICAL_DNS
+    (group,) = rr.load_assignment.endpoints
+    (only,) = group.lb_endpoints
+    assert only.endpoint.address.socket_address.address == "rr.example.com"
+    assert only.endpoint.address.socket_address.port_value == 443
+    pinned = clusters["outbound|80|v1|pinned.example.com"]
+    assert pinned.type == Cluster.LOGICAL_DNS
+    assert pinned.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == (
+        "origin.example.net"
+    )
+    assert "outbound|80|v2|pinned.example.com" not in clusters
+    envoy = find_envoy()
+    if envoy is not None:  # Envoy refuses a LOGICAL_DNS cluster with other than one endpoint
+        with tempfile.TemporaryDirectory() as workdir:
+            accepted, output = envoy_validate(envoy, bootstrap_for(sidecar(), push), Path(workdir))
+        assert accepted, output
