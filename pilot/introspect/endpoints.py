@@ -464,7 +464,7 @@ def sidecar_scope(push: Any, proxy: Any) -> dict[str, Any]:
                 virtual_services[f"{vs.config.namespace}/{vs.config.name}"] = None
     destination_rules: dict[str, str] = {}
     for hostname in services:
-        rule = push.destination_rule(proxy.namespace, hostname)
+        rule = push.destination_rule(proxy, hostname)
         if rule is not None:
             destination_rules[hostname] = f"{rule.namespace}/{rule.name}"
     return {

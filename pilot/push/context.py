@@ -71,6 +71,7 @@ _INDEX_INPUTS: dict[str, frozenset[str]] = {
     "_wildcard_destination_rule_hosts": frozenset({DESTINATION_RULE}),
     "_destination_rule_memo": frozenset({DESTINATION_RULE, SERVICE_KIND}),
     "_locality_rules": frozenset({DESTINATION_RULE}),
+    "_selector_rules_by_namespace": frozenset({DESTINATION_RULE}),
     "gateways": frozenset({GATEWAY}),
     "_merged_gateway_memo": frozenset({GATEWAY}),
     "_observed_routers": frozenset(),  # always carried over; entries are checked against the current config
@@ -318,7 +319,7 @@ class PushContext:
                 services = seen.values()
             endpoints = clusters = NO_NEEDS
             for svc in services:
-                rule = self.destination_rule(proxy.namespace, svc.hostname)
+                rule = self.destination_rule(proxy, svc.hostname)
                 needs = rules.get(rule.keys, NO_NEEDS) if rule is not None else NO_NEEDS
                 if needs:
                     endpoints |= needs
@@ -393,16 +394,35 @@ class PushContext:
     def _destination_rule_memo(self) -> dict[tuple[str, str], Config | None]:
         return {}
 
-    def destination_rule(self, proxy_namespace: str, hostname: str) -> Config | None:
-        """The DestinationRule for a host as Istio picks it: proxy namespace, then the service's, then root.
-
-        Exact host matches win over wildcard ones. Memoized: generators ask once per cluster and route.
+    def destination_rule(self, proxy: Proxy, hostname: str) -> Config | None:
+        """The DestinationRule for a host as Istio picks it for a proxy: proxy namespace, then the service's,
+        then root; exact host matches win over wildcard ones. In the first namespace that has rules for the
+        host, one whose workloadSelector selects the proxy (only rules of the proxy's own namespace can), else
+        the one without a selector, else none: istiod's SidecarScope.DestinationRule, which lets a namespace's
+        selector-only rules hide the service namespace's. Memoized: generators ask once per cluster and route.
         """
-        key = (proxy_namespace, hostname)
+        selected = self.selected_destination_rules(proxy)
+        key = (proxy.namespace, hostname, selected)
         memo = self._destination_rule_memo
         if key not in memo:
-            memo[key] = self._find_destination_rule(proxy_namespace, hostname)
+            memo[key] = self._find_destination_rule(proxy.namespace, hostname, selected)
         return memo[key]
+
+    @cached_property
+    def _selector_rules_by_namespace(self) -> Mapping[str, tuple[Config, ...]]:
+        """The DestinationRules with a workloadSelector, by namespace (most namespaces have none)."""
+        out: dict[str, list[Config]] = {}
+        for cfg in self._of_kind(DESTINATION_RULE):
+            if rule_selector(cfg):
+                out.setdefault(cfg.namespace, []).append(cfg)
+        return {ns: tuple(rules) for ns, rules in out.items()}
+
+    def selected_destination_rules(self, proxy: Proxy) -> tuple[ConfigKey, ...]:
+        """The DestinationRules of the proxy's namespace whose workloadSelector selects it (part of its view)."""
+        rules = self._selector_rules_by_namespace.get(proxy.namespace)
+        if not rules:
+            return ()
+        return tuple(cfg.key for cfg in rules if labels_match(rule_selector(cfg), proxy.labels))
 
     def destination_rules_for(self, hostname: str) -> Iterable[Config]:
         """Every DestinationRule whose host covers ``hostname`` (exact first), whoever it is exported to."""
@@ -411,7 +431,9 @@ class PushContext:
             if host != hostname and subset_of(hostname, host):
                 yield from self._destination_rules_by_host[host]
 
-    def _find_destination_rule(self, proxy_namespace: str, hostname: str) -> Config | None:
+    def _find_destination_rule(
+        self, proxy_namespace: str, hostname: str, selected: tuple[ConfigKey, ...]
+    ) -> Config | None:
         svc = self.services.get(hostname)
         ns_order = [proxy_namespace]
         if svc is not None and svc.namespace not in ns_order:
@@ -429,11 +451,16 @@ class PushContext:
             if not candidates:
                 continue
             for ns in ns_order:
-                for cfg in candidates:
-                    if cfg.namespace == ns and exported_to(cfg, proxy_namespace):
-                        return cfg
+                in_ns = [cfg for cfg in candidates if cfg.namespace == ns and exported_to(cfg, proxy_namespace)]
+                if not in_ns:
+                    continue
+                if ns == proxy_namespace and selected:
+                    for cfg in in_ns:
+                        if cfg.key in selected:
+                            return cfg
+                return next((cfg for cfg in in_ns if not rule_selector(cfg)), None)
             for cfg in candidates:
-                if exported_to(cfg, proxy_namespace):
+                if exported_to(cfg, proxy_namespace) and not rule_selector(cfg):
                     return cfg
         return None
 
@@ -609,6 +636,7 @@ class PushContext:
             proxy.xds_api,
             generator,
             certs,
+            self.selected_destination_rules(proxy),
         )
         endpoints, clusters = self._locality_needs(proxy, outbound)
         return View(outbound, inbound, endpoints.of(proxy), clusters.of(proxy))
@@ -672,6 +700,12 @@ class PushContext:
                     users = ", ".join(sorted({s.describe() for s in servers}))
                     key = f"{namespace}/{resource}"
                     status.setdefault(CREDENTIAL_STATUS, {})[key] = {"message": f"{users}: {problem}"}
+
+
+def rule_selector(rule: Config) -> Mapping[str, str]:
+    """A DestinationRule's workloadSelector labels; empty when it has none (it then applies to every proxy)."""
+    selector = rule.spec.workload_selector
+    return (selector.match_labels or {}) if selector is not None else {}
 
 
 def merge_rules(host: str, rules: Sequence[Config], conflicts: dict[str, str]) -> list[Config]:

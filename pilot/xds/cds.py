@@ -52,6 +52,7 @@ from pilot.push.context import PushContext
 from pilot.push.locality import locality_lb
 from pilot.push.scope import ProxyScope, scope_for
 from pilot.xds import inbound, locality, mtls, names
+from pilot.xds.filters import NO_TCP_SETTINGS, TcpProxySettings
 from pilot.xds.units import Unit
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,33 @@ def effective_policy(rule: Config | None, port: int, subset: str = "") -> Effect
                 policy = _merge(policy, candidate.traffic_policy, port)
                 break
     return policy
+
+
+def tcp_settings(rule: Config | None, subset: str = "") -> TcpProxySettings:
+    """The tcp_proxy settings of a DestinationRule (istiod's buildOutboundNetworkFiltersWith*): the top-level
+    policy's tcp idleTimeout and maxConnectionDuration, and a source-IP hash when its consistentHash uses the
+    source IP, unless the subset's own load balancer says otherwise (maybeSetHashPolicy)."""
+    if rule is None:
+        return NO_TCP_SETTINGS
+    policy = rule.spec.traffic_policy
+    pool = getattr(policy, "connection_pool", None) if policy is not None else None
+    tcp = getattr(pool, "tcp", None) if pool is not None else None
+    lb = getattr(policy, "load_balancer", None) if policy is not None else None
+    consistent = getattr(lb, "consistent_hash", None) if lb is not None else None
+    source_ip = bool(getattr(consistent, "use_source_ip", False)) if consistent is not None else False
+    for candidate in rule.spec.subsets or ():
+        if candidate.name != subset:
+            continue
+        subset_lb = getattr(candidate.traffic_policy, "load_balancer", None) if candidate.traffic_policy else None
+        if subset_lb is not None:
+            subset_hash = getattr(subset_lb, "consistent_hash", None)
+            source_ip = bool(getattr(subset_hash, "use_source_ip", False)) if subset_hash is not None else False
+        break
+    idle = to_duration(getattr(tcp, "idle_timeout", None)) if tcp is not None else None
+    duration = to_duration(getattr(tcp, "max_connection_duration", None)) if tcp is not None else None
+    if idle is None and duration is None and not source_ip:
+        return NO_TCP_SETTINGS
+    return TcpProxySettings(idle_timeout=idle, max_connection_duration=duration, hash_source_ip=source_ip)
 
 
 # ----- cluster building -----
@@ -351,6 +379,9 @@ def _http_protocol_options(port: Port, pool: Any) -> http_protocol_options_pb2.H
         duration = to_duration(getattr(tcp, "max_connection_duration", None))
         if duration is not None:
             common.max_connection_duration.CopyFrom(duration)
+        idle = to_duration(getattr(tcp, "idle_timeout", None))
+        if idle is not None and not common.HasField("idle_timeout"):  # istiod: http.idleTimeout wins
+            common.idle_timeout.CopyFrom(idle)
     http2 = protocol_pb2.Http2ProtocolOptions()
     if http is not None and _positive(getattr(http, "max_concurrent_streams", 0)):
         http2.max_concurrent_streams.value = _positive(http.max_concurrent_streams)
@@ -703,7 +734,7 @@ def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Un
     seen: set[str] = set()
     certs = has_workload_certificates(proxy)
     for service in scope.services:
-        rule = push.destination_rule(proxy.namespace, service.hostname)
+        rule = push.destination_rule(proxy, service.hostname)
         rule_keys = rule.keys if rule is not None else ()  # several when DestinationRules were merged
         deps = (ConfigKey(SERVICE_KIND, service.namespace, service.hostname), *rule_keys, *authn_deps(push, service))
         version = authn_version(push, service)

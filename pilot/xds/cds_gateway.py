@@ -33,7 +33,7 @@ def cluster_units(proxy: Proxy, push: PushContext, scope: ProxyScope) -> list[Un
     for service in scope.services:
         if service.mesh_external:
             continue
-        rule = push.destination_rule(proxy.namespace, service.hostname)
+        rule = push.destination_rule(proxy, service.hostname)
         rule_keys = rule.keys if rule is not None else ()
         deps = (ConfigKey(SERVICE_KIND, service.namespace, service.hostname), *rule_keys)
         subsets = [s.name for s in (rule.spec.subsets or ()) if s.name] if rule is not None else []

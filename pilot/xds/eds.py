@@ -56,7 +56,7 @@ def endpoint_unit(proxy: Proxy, push: PushContext, cluster_name: str) -> Unit | 
     port = service.port_by_number(parsed.port)
     if port is None:
         return None
-    rule = push.destination_rule(proxy.namespace, parsed.host)
+    rule = push.destination_rule(proxy, parsed.host)
     labels = None
     if parsed.subset:
         labels = subset_labels(rule, parsed.subset)

@@ -4,6 +4,7 @@ filter-chain helpers listeners share (unique matches, the TLS inspector)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from envoy.config.core.v3 import config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
@@ -13,6 +14,8 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.type.v3 import hash_policy_pb2
+from google.protobuf import duration_pb2
 
 from pilot.xds import names
 
@@ -61,7 +64,24 @@ def http_connection_manager(
     return out
 
 
-def tcp_proxy(stat_prefix: str, cluster: str | None = None, weighted: Iterable[tuple[str, int]] = ()) -> Filter:
+@dataclass(frozen=True)
+class TcpProxySettings:
+    """What a DestinationRule sets on the tcp_proxy filters that lead to its host (pilot.xds.cds.tcp_settings)."""
+
+    idle_timeout: duration_pb2.Duration | None = None
+    max_connection_duration: duration_pb2.Duration | None = None
+    hash_source_ip: bool = False
+
+
+NO_TCP_SETTINGS = TcpProxySettings()
+
+
+def tcp_proxy(
+    stat_prefix: str,
+    cluster: str | None = None,
+    weighted: Iterable[tuple[str, int]] = (),
+    settings: TcpProxySettings = NO_TCP_SETTINGS,
+) -> Filter:
     """A tcp_proxy network filter to one cluster, or to weighted clusters."""
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
     if cluster is not None:
@@ -69,6 +89,12 @@ def tcp_proxy(stat_prefix: str, cluster: str | None = None, weighted: Iterable[t
     else:
         for name, weight in weighted:
             proxy.weighted_clusters.clusters.add(name=name, weight=weight)
+    if settings.idle_timeout is not None:
+        proxy.idle_timeout.CopyFrom(settings.idle_timeout)
+    if settings.max_connection_duration is not None:
+        proxy.max_downstream_connection_duration.CopyFrom(settings.max_connection_duration)
+    if settings.hash_source_ip:
+        proxy.hash_policy.append(hash_policy_pb2.HashPolicy(source_ip=hash_policy_pb2.HashPolicy.SourceIp()))
     out = Filter(name=TCP_PROXY_FILTER)
     out.typed_config.Pack(proxy)
     return out

@@ -62,7 +62,7 @@ def _resolve(proxy: Proxy, push: PushContext, name: str) -> tuple[Service, Port,
     port = service.port_by_number(parsed.port)
     if port is None:
         return None
-    rule = push.destination_rule(proxy.namespace, parsed.host)
+    rule = push.destination_rule(proxy, parsed.host)
     if parsed.subset and subset_labels(rule, parsed.subset) is None:
         return None  # no such subset in the DestinationRule that applies
     return service, port, parsed.subset, rule

@@ -65,7 +65,7 @@ from pilot.push.gateways import (
     is_https_terminating,
     protocol_of,
 )
-from pilot.xds import mtls, names
+from pilot.xds import cds, mtls, names
 from pilot.xds.cds import config_source
 from pilot.xds.filters import add_tls_inspector, http_connection_manager, tcp_proxy, unique_chains
 from pilot.xds.rds import visibility_order
@@ -359,7 +359,7 @@ def _tcp_route_filter(proxy: Proxy, push: PushContext, entry: GatewayServer) -> 
                 continue
             if not route.route:
                 continue
-            network_filter = route_filter(push, bound.config.namespace, route.route, entry.server.port.number)
+            network_filter = route_filter(push, proxy, bound.config.namespace, route.route, entry.server.port.number)
             if network_filter is not None:
                 return network_filter
     return None
@@ -394,7 +394,8 @@ def _tls_route_chains(
                     )
                     continue
                 known_sni.update(dict.fromkeys(match.sni_hosts, bind))
-                network_filter = route_filter(push, bound.config.namespace, route.route, entry.server.port.number)
+                port = entry.server.port.number
+                network_filter = route_filter(push, proxy, bound.config.namespace, route.route, port)
                 if network_filter is None:
                     continue
                 chain = FilterChain()
@@ -411,7 +412,7 @@ def _auto_passthrough_chains(proxy: Proxy, push: PushContext, entry: GatewayServ
     for service in push.visible_services(proxy):
         if service.mesh_external or not any(subset_of(service.hostname, h) for h in entry.sni_hosts):
             continue
-        rule = push.destination_rule(proxy.namespace, service.hostname)
+        rule = push.destination_rule(proxy, service.hostname)
         subsets = [s.name for s in (rule.spec.subsets or ()) if s.name] if rule is not None else []
         for port in sorted(service.ports, key=lambda p: p.number):
             for subset in ["", *dict.fromkeys(subsets)]:
@@ -419,30 +420,36 @@ def _auto_passthrough_chains(proxy: Proxy, push: PushContext, entry: GatewayServ
                 chain = FilterChain()
                 chain.filter_chain_match.server_names.append(cluster)
                 chain.filter_chain_match.application_protocols.extend(ALL_ISTIO_MTLS_ALPNS)
-                chain.filters.append(tcp_proxy(cluster, cluster))
+                chain.filters.append(tcp_proxy(cluster, cluster, settings=cds.tcp_settings(rule, subset)))
                 chains.append(chain)
     return chains
 
 
-def _destination(push: PushContext, namespace: str, destination: Any, default_port: int) -> str:
+def _destination(push: PushContext, namespace: str, destination: Any, default_port: int) -> tuple[str, str]:
+    """(the destination's cluster, its host)."""
     host = resolve_short_name(destination.host, namespace, push.domain_suffix)
     number = destination.port.number if destination.port is not None and destination.port.number else 0
     if not number:
         service = push.service(host)
         number = service.ports[0].number if service is not None and len(service.ports) == 1 else default_port
-    return names.outbound_cluster(number, destination.subset or "", host)
+    return names.outbound_cluster(number, destination.subset or "", host), host
 
 
-def route_filter(push: PushContext, namespace: str, routes: Any, port: int) -> listener_components_pb2.Filter | None:
-    """A tcp_proxy to a route's destination, or its weighted destinations."""
-    targets = [
-        (_destination(push, namespace, r.destination, port), r.weight or 0)
-        for r in routes or ()
-        if r.destination is not None
-    ]
-    targets = [t for t in targets if len(targets) == 1 or t[1] > 0]
+def route_filter(
+    push: PushContext, proxy: Proxy, namespace: str, routes: Any, port: int
+) -> listener_components_pb2.Filter | None:
+    """A tcp_proxy to a route's destination, or its weighted destinations, with the tcp settings of the
+    DestinationRule of the first destination's host (istiod's buildOutboundNetworkFilters)."""
+    destinations = [r for r in routes or () if r.destination is not None]
+    if not destinations:
+        return None
+    first_cluster, first_host = _destination(push, namespace, destinations[0].destination, port)
+    rule = push.destination_rule(proxy, first_host)
+    if len(destinations) == 1:
+        settings = cds.tcp_settings(rule, destinations[0].destination.subset or "")
+        return tcp_proxy(first_cluster, first_cluster, settings=settings)
+    targets = [(_destination(push, namespace, r.destination, port)[0], r.weight or 0) for r in destinations]
+    targets = [t for t in targets if t[1] > 0]
     if not targets:
         return None
-    if len(targets) == 1:
-        return tcp_proxy(targets[0][0], targets[0][0])
-    return tcp_proxy(targets[0][0], weighted=targets)
+    return tcp_proxy(targets[0][0], weighted=targets, settings=cds.tcp_settings(rule))

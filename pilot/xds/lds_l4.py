@@ -33,6 +33,7 @@ from pilot.model.proxy import Proxy
 from pilot.model.service import Port, Protocol, Service, labels_match
 from pilot.push.context import BoundVirtualService, EgressListener, PushContext
 from pilot.xds import names
+from pilot.xds.cds import tcp_settings
 from pilot.xds.filters import tcp_proxy, unique_chains
 from pilot.xds.lds_gateway import route_filter
 from pilot.xds.rds import visibility_order
@@ -100,6 +101,12 @@ def _own_cluster(target: Target, listen_port: int) -> str:
     return names.outbound_cluster(port, "", target.service.hostname)
 
 
+def _own_tcp_proxy(push: PushContext, proxy: Proxy, target: Target, listen_port: int) -> listener_components_pb2.Filter:
+    cluster = _own_cluster(target, listen_port)
+    settings = tcp_settings(push.destination_rule(proxy, target.service.hostname))
+    return tcp_proxy(cluster, cluster, settings=settings)
+
+
 def tcp_chains(
     push: PushContext, proxy: Proxy, egress: EgressListener, target: Target, listen_port: int
 ) -> list[FilterChain]:
@@ -109,7 +116,7 @@ def tcp_chains(
         for route in bound.config.spec.tcp or ():
             if not route.route:
                 continue
-            network_filter = route_filter(push, namespace, route.route, listen_port)
+            network_filter = route_filter(push, proxy, namespace, route.route, listen_port)
             if network_filter is None:
                 continue
             if not route.match:
@@ -125,8 +132,7 @@ def tcp_chains(
                 subnets.extend(match.destination_subnets)
             if subnets:
                 out.append(_chain(network_filter, subnets=subnets))
-    cluster = _own_cluster(target, listen_port)
-    out.append(_chain(tcp_proxy(cluster, cluster)))
+    out.append(_chain(_own_tcp_proxy(push, proxy, target, listen_port)))
     return out
 
 
@@ -148,12 +154,12 @@ def tls_chains(
                 if runtime in handled:
                     continue  # an earlier match with the same runtime predicates takes this traffic
                 handled.add(runtime)
-                network_filter = route_filter(push, namespace, route.route, listen_port)
+                network_filter = route_filter(push, proxy, namespace, route.route, listen_port)
                 if network_filter is not None:
                     out.append(_chain(network_filter, sni=match.sni_hosts, subnets=match.destination_subnets))
     if not out:
-        cluster = _own_cluster(target, listen_port)
-        out.append(_chain(tcp_proxy(cluster, cluster), sni=[target.service.hostname] if shared else ()))
+        own = _own_tcp_proxy(push, proxy, target, listen_port)
+        out.append(_chain(own, sni=[target.service.hostname] if shared else ()))
     return out
 
 

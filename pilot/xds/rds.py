@@ -552,7 +552,7 @@ def _alt_hosts(hostname: str, port: int, proxy_domain: str) -> list[str]:
 
 def _default_route_encoded(proxy: Proxy, push: PushContext, svc: Service, port: int, parts: RouteParts) -> bytes:
     """A service's default route, encoded once for every proxy class that picks the same DestinationRule."""
-    rule = push.destination_rule(proxy.namespace, svc.hostname)
+    rule = push.destination_rule(proxy, svc.hostname)
     deps: tuple[ConfigKey, ...] = (ConfigKey(SERVICE_KIND, svc.namespace, svc.hostname),)
     if rule is not None:
         deps += rule.keys
@@ -1306,7 +1306,7 @@ def _consistent_hash_for(
     push: PushContext, proxy: Proxy, host: str, subset: str, port: int
 ) -> LoadBalancerSettingsConsistentHashLb | None:
     """Istio's hashForHTTPDestination: subset port-level, subset, port-level, then top-level policy."""
-    rule = push.destination_rule(proxy.namespace, host)
+    rule = push.destination_rule(proxy, host)
     if rule is None:
         return None
     policy = rule.spec.traffic_policy

@@ -7,6 +7,8 @@ it reached. The Sidecar binds the TCP port on 127.0.0.1 (captureMode NONE): no c
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
@@ -64,14 +66,9 @@ def tcp_routes(v1: int, v2: int) -> dict:
     }
 
 
-async def test_weighted_tcp_route_and_a_live_edit(
-    pilot_factory: Callable[..., PilotProcess],
-    envoy_factory: Callable[..., EnvoyProcess],
-    backends: Backends,
-    client: HttpClient,
-) -> None:
-    port = free_port()
-    sidecar = {
+def bound_sidecar(port: int) -> dict:
+    """A Sidecar binding the TCP port on 127.0.0.1 without capture."""
+    return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "Sidecar",
         "metadata": {"name": "default", "namespace": "default"},
@@ -86,7 +83,16 @@ async def test_weighted_tcp_route_and_a_live_edit(
             ]
         },
     }
-    pilot = pilot_factory({"sidecar.yaml": sidecar})
+
+
+async def test_weighted_tcp_route_and_a_live_edit(
+    pilot_factory: Callable[..., PilotProcess],
+    envoy_factory: Callable[..., EnvoyProcess],
+    backends: Backends,
+    client: HttpClient,
+) -> None:
+    port = free_port()
+    pilot = pilot_factory({"sidecar.yaml": bound_sidecar(port)})
     v1, v2 = await backends.start("v1", "v2", same_port=True)
     slice_ = endpoint_slice("db", [v1, v2])
     slice_["ports"][0]["name"] = "tcp"  # the Service port's name: a "tcp" name keeps its protocol TCP
@@ -103,3 +109,39 @@ async def test_weighted_tcp_route_and_a_live_edit(
     pilot.write("db.yaml", [*objects, destination_rule("db", HOST, ["v1", "v2"]), tcp_routes(0, 100)])
     await client.wait_routed(port, "anything", only("v2"), batch=20, within=WITHIN, describe=envoy.diagnostics)
     assert await client.count(50, port, "anything") == {"v2": 50}
+
+
+async def test_destination_rule_idle_timeout_closes_an_idle_tcp_connection(
+    pilot_factory: Callable[..., PilotProcess],
+    envoy_factory: Callable[..., EnvoyProcess],
+    backends: Backends,
+    client: HttpClient,
+) -> None:
+    """connectionPool.tcp.idleTimeout becomes the tcp_proxy's idle_timeout (istiod): Envoy closes a connection
+    that carried a request and then stayed idle, though the backend would keep it open (aiohttp: 75 s)."""
+    port = free_port()
+    pilot = pilot_factory({"sidecar.yaml": bound_sidecar(port)})
+    (v1,) = await backends.start("v1")
+    slice_ = endpoint_slice("db", [v1])
+    slice_["ports"][0]["name"] = "tcp"
+    rule = destination_rule("db", HOST, ["v1"])
+    rule["spec"]["trafficPolicy"] = {"connectionPool": {"tcp": {"idleTimeout": "1s"}}}
+    pilot.write("db.yaml", [tcp_service(port, v1.port), *kube_pods("db", [v1]), slice_, rule])
+    envoy = envoy_factory(pilot, NODE, {"app": "client"}, "client")
+    envoy.wait_listener_sync(f"127.0.0.1_{port}", f"127.0.0.1:{port}", timeout=WITHIN)
+    await client.wait_routed(port, "anything", only("v1"), batch=5, within=WITHIN, describe=envoy.diagnostics)
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /idle HTTP/1.1\r\nHost: db\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        idle_from = time.monotonic()
+        # Whatever is left of the response, then EOF when Envoy closes the idle connection.
+        rest = await asyncio.wait_for(reader.read(), WITHIN)
+        idle_for = time.monotonic() - idle_from
+    finally:
+        writer.close()
+    assert b"v1" in rest
+    assert 0.8 <= idle_for < WITHIN, f"closed after {idle_for:.2f} s of idleness; {envoy.diagnostics()}"

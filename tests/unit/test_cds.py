@@ -300,6 +300,20 @@ def test_connection_pool_maps_to_circuit_breakers_and_timeouts() -> None:
     assert options.explicit_http_config.HasField("http_protocol_options")
 
 
+@pytest.mark.parametrize(("http_idle", "expected"), [(None, 45), ("30s", 30)])
+def test_tcp_idle_timeout_is_the_http_idle_timeout_unless_http_sets_one(http_idle: str | None, expected: int) -> None:
+    """istiod's applyConnectionPool: tcp.idleTimeout stands in for an unset http.idleTimeout."""
+    pool: dict[str, Any] = {"tcp": {"idleTimeout": "45s"}}
+    if http_idle is not None:
+        pool["http"] = {"idleTimeout": http_idle}
+    (c, *_) = cds.build_clusters(
+        sidecar(), push_of([reviews()], configs=[dr({"trafficPolicy": {"connectionPool": pool}})])
+    )
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    c.typed_extension_protocol_options[cds.HTTP_PROTOCOL_OPTIONS_KEY].Unpack(options)
+    assert options.common_http_protocol_options.idle_timeout.seconds == expected
+
+
 def test_outlier_detection() -> None:
     rule = dr(
         {

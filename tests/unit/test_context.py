@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from pilot.model.proxy import parse_proxy
+from pilot.model.proxy import Proxy, parse_proxy
 from pilot.push.context import resolve_gateway_name, resolve_short_name
 from tests.support import push_of
+
+
+def sidecar_in(namespace: str) -> Proxy:
+    return parse_proxy(f"sidecar~10.0.0.9~p.{namespace}~{namespace}.svc.cluster.local")
 
 
 def test_resolve_short_name_follows_istio() -> None:
@@ -87,10 +91,10 @@ spec: {host: "*.example.com", subsets: [{name: root, labels: {v: r}}]}
 
 def test_destination_rule_precedence() -> None:
     push = push_of(DESTINATION_RULES)
-    assert push.destination_rule("client", "svc.example.com").name == "in-client"
-    assert push.destination_rule("elsewhere", "svc.example.com").name == "in-backend"
-    assert push.destination_rule("client", "other.example.com").name == "wildcard"
-    assert push.destination_rule("client", "other.example.org") is None
+    assert push.destination_rule(sidecar_in("client"), "svc.example.com").name == "in-client"
+    assert push.destination_rule(sidecar_in("elsewhere"), "svc.example.com").name == "in-backend"
+    assert push.destination_rule(sidecar_in("client"), "other.example.com").name == "wildcard"
+    assert push.destination_rule(sidecar_in("client"), "other.example.org") is None
 
 
 SIDECARS = """

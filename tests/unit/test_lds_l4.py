@@ -187,3 +187,51 @@ spec:
     assert [weights(c) for c in allow_any.filter_chains] == ["PassthroughCluster"]
     blocked = listeners(SERVICES + registry_only)["virtualOutbound"]
     assert [weights(c) for c in blocked.filter_chains] == ["BlackHoleCluster"]
+
+
+TCP_POLICY_RULE = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: default}
+spec:
+  host: db.default.svc.cluster.local
+  trafficPolicy:
+    connectionPool: {tcp: {idleTimeout: 30s, maxConnectionDuration: 1h}}
+    loadBalancer: {consistentHash: {useSourceIp: true}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+---
+"""
+
+
+def test_destination_rule_tcp_settings_reach_the_tcp_proxies() -> None:
+    """istiod's buildOutboundNetworkFilters*: the top-level tcp idleTimeout and maxConnectionDuration, and a
+    source-IP hash unless the subset's own load balancer is not a source-IP hash (maybeSetHashPolicy)."""
+    without_rule = [doc for doc in SERVICES.split("---\n") if "kind: DestinationRule" not in doc]
+    text = "---\n".join(without_rule) + TCP_POLICY_RULE
+    only_rule = listeners(text)["10.96.0.20_5432"]
+    (chain,) = only_rule.filter_chains
+    own = tcp_of(chain)
+    assert own.cluster == "outbound|5432||db.default.svc.cluster.local"
+    assert own.idle_timeout.seconds == 30
+    assert own.max_downstream_connection_duration.seconds == 3600
+    assert [h.HasField("source_ip") for h in own.hash_policy] == [True]
+
+    routed = listeners(text + WEIGHTED_TCP, labels={"app": "canary"})["10.96.0.20_5432"]
+    to_v2 = tcp_of(routed.filter_chains[0])
+    assert to_v2.cluster == "outbound|5432|v2|db.default.svc.cluster.local"
+    assert not to_v2.hash_policy  # v2's own load balancer is not a source-IP hash
+    assert to_v2.idle_timeout.seconds == 30
+    weighted = tcp_of(listeners(text + WEIGHTED_TCP)["10.96.0.20_5432"].filter_chains[0])
+    assert weighted.HasField("weighted_clusters")
+    assert [h.HasField("source_ip") for h in weighted.hash_policy] == [True]  # the top level's, as istiod
+    envoy = find_envoy()
+    if envoy is not None:
+        with tempfile.TemporaryDirectory() as workdir:
+            accepted, output = envoy_validate(
+                envoy, bootstrap_for(sidecar(), push_of(text + WEIGHTED_TCP)), Path(workdir)
+            )
+        assert accepted, output

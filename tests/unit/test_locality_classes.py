@@ -76,6 +76,10 @@ A = "outbound|80||a.example.com"
 B = "outbound|80||b.example.com"
 
 
+def sidecar_in(namespace: str) -> Proxy:
+    return parse_proxy(f"sidecar~10.0.0.9~p.{namespace}~{namespace}.svc.cluster.local")
+
+
 def proxy(n: int, locality: str = "", labels: dict[str, str] | None = None, **meta: Any) -> Proxy:
     metadata = {"LABELS": labels or {"app": "client"}, **meta}
     return parse_proxy(NODE.format(n=n), metadata, locality=locality)
@@ -234,7 +238,7 @@ spec:
         outlierDetection: {consecutive5xxErrors: 4}
 """
     push = push_of(MESH + "---\n" + text)
-    rule = push.destination_rule("default", "a.example.com")
+    rule = push.destination_rule(sidecar_in("default"), "a.example.com")
     assert rule is not None
     for port in (80, 81, 82):
         top = push_locality._blocks(rule.spec.traffic_policy, port, (None, None))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 
 from pilot.model.config import ConfigKey
-from pilot.model.proxy import parse_proxy
+from pilot.model.proxy import Proxy, parse_proxy
 from pilot.xds import cds
 from pilot.xds.cache import XdsCache
 from pilot.xds.generate import Generator
@@ -27,6 +27,10 @@ spec:
   resolution: STATIC
   endpoints: [{address: 10.0.0.1, labels: {version: v1}}, {address: 10.0.0.2, labels: {version: v2}}]
 """
+
+
+def sidecar_in(namespace: str) -> Proxy:
+    return parse_proxy(f"sidecar~10.0.0.9~p.{namespace}~{namespace}.svc.cluster.local")
 
 
 def rule(name: str, subsets: str, policy: str = "") -> str:
@@ -66,11 +70,11 @@ def test_a_duplicate_subset_keeps_the_first_and_is_reported() -> None:
         + rule("reviews-b", "[{name: v1, labels: {version: v2}}, {name: v3, labels: {version: v3}}]")
     )
     push = push_of(text)
-    assert push.destination_rule("default", HOST).keys == (  # type: ignore[union-attr]
+    assert push.destination_rule(sidecar_in("default"), HOST).keys == (  # type: ignore[union-attr]
         ConfigKey("DestinationRule", "default", "reviews-a"),
         ConfigKey("DestinationRule", "default", "reviews-b"),
     )
-    subsets = {s.name: dict(s.labels) for s in push.destination_rule("default", HOST).spec.subsets}  # type: ignore[union-attr]
+    subsets = {s.name: dict(s.labels) for s in push.destination_rule(sidecar_in("default"), HOST).spec.subsets}  # type: ignore[union-attr]
     assert subsets == {"v1": {"version": "v1"}, "v3": {"version": "v3"}}
     assert push.proxy_status()["pilot_destrule_subsets"] == {
         HOST: {"message": f"Duplicate subset v1 found while merging destination rules for {HOST}"}
@@ -84,7 +88,9 @@ def test_rules_with_different_export_to_stay_apart() -> None:
         + rule("reviews-b", "[{name: v2, labels: {version: v2}}]", '  exportTo: ["."]')
     )
     push = push_of(text)
-    assert push.destination_rule("default", HOST).keys == (ConfigKey("DestinationRule", "default", "reviews-a"),)  # type: ignore[union-attr]
+    assert push.destination_rule(sidecar_in("default"), HOST).keys == (
+        ConfigKey("DestinationRule", "default", "reviews-a"),
+    )  # type: ignore[union-attr]
 
 
 def test_a_change_to_either_merged_rule_clears_the_clusters() -> None:
