@@ -35,8 +35,9 @@ from functools import partial
 from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import address_pb2, config_source_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2, proxy_protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import string_pb2
@@ -64,6 +65,9 @@ DISABLED_TLS_MODE = "disabled"  # istiod's DisabledTLSModeLabel: the tlsMode of 
 MAX_UINT32 = 2**32 - 1
 HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+PROXY_PROTOCOL_TRANSPORT_SOCKET = "envoy.transport_sockets.upstream_proxy_protocol"
+# A runtime key nobody sets: Envoy's RuntimeDouble needs one, its default value is what applies.
+SLOW_START_AGGRESSION_KEY = "pilot.slow_start.aggression"
 
 Cluster = cluster_pb2.Cluster
 
@@ -123,6 +127,13 @@ class EffectivePolicy:
     load_balancer: Any = None
     outlier_detection: Any = None
     tls: Any = None
+    # Set at the top level or by a subset only: port-level settings have neither.
+    retry_budget: Any = None
+    proxy_protocol: Any = None
+
+
+def _set_or(value: Any, fallback: Any) -> Any:
+    return value if value is not None else fallback
 
 
 def _port_level(policy: Any, port: int) -> Any:
@@ -144,6 +155,8 @@ def _merge(base: EffectivePolicy, policy: Any, port: int) -> EffectivePolicy:
             policy.outlier_detection if policy.outlier_detection is not None else base.outlier_detection
         ),
         tls=policy.tls if policy.tls is not None else base.tls,
+        retry_budget=_set_or(getattr(policy, "retry_budget", None), base.retry_budget),
+        proxy_protocol=_set_or(getattr(policy, "proxy_protocol", None), base.proxy_protocol),
     )
     per_port = _port_level(policy, port)
     if per_port is not None:
@@ -153,6 +166,8 @@ def _merge(base: EffectivePolicy, policy: Any, port: int) -> EffectivePolicy:
             load_balancer=per_port.load_balancer,
             outlier_detection=per_port.outlier_detection,
             tls=per_port.tls,
+            retry_budget=merged.retry_budget,
+            proxy_protocol=merged.proxy_protocol,
         )
     return merged
 
@@ -317,9 +332,36 @@ def _apply_load_balancer(cluster: Cluster, lb: Any) -> None:
         cluster.ClearField("load_assignment")
         cluster.ClearField("dns_lookup_family")
     # LEAST_CONN, LEAST_REQUEST and UNSPECIFIED keep LEAST_REQUEST.
+    slow_start = _slow_start(lb)
+    if slow_start is not None and cluster.lb_policy == Cluster.ROUND_ROBIN:
+        cluster.round_robin_lb_config.slow_start_config.CopyFrom(slow_start)
+    elif slow_start is not None and cluster.lb_policy == Cluster.LEAST_REQUEST:
+        cluster.least_request_lb_config.slow_start_config.CopyFrom(slow_start)
 
 
-def _circuit_breakers(pool: Any) -> circuit_breaker_pb2.CircuitBreakers:
+def _slow_start(lb: Any) -> Cluster.SlowStartConfig | None:
+    """istiod's setWarmup (aggression 1 and 10 % unless set), else the deprecated warmupDurationSecs."""
+    warmup = getattr(lb, "warmup", None)
+    if warmup is not None:
+        config = Cluster.SlowStartConfig()
+        window = to_duration(getattr(warmup, "duration", None))
+        if window is not None:
+            config.slow_start_window.CopyFrom(window)
+        aggression = _wrapped(getattr(warmup, "aggression", None))
+        config.aggression.default_value = float(aggression) if aggression is not None else 1.0
+        config.aggression.runtime_key = SLOW_START_AGGRESSION_KEY
+        minimum = _wrapped(getattr(warmup, "minimum_percent", None))
+        config.min_weight_percent.value = float(minimum) if minimum is not None else 10.0
+        return config
+    window = to_duration(getattr(lb, "warmup_duration_secs", None))
+    if window is None:
+        return None
+    config = Cluster.SlowStartConfig()
+    config.slow_start_window.CopyFrom(window)
+    return config
+
+
+def _circuit_breakers(pool: Any, retry_budget: Any = None) -> circuit_breaker_pb2.CircuitBreakers:
     threshold = circuit_breaker_pb2.CircuitBreakers.Thresholds(
         max_connections=wrappers_pb2.UInt32Value(value=MAX_UINT32),
         max_pending_requests=wrappers_pb2.UInt32Value(value=MAX_UINT32),
@@ -338,6 +380,10 @@ def _circuit_breakers(pool: Any) -> circuit_breaker_pb2.CircuitBreakers:
             threshold.max_pending_requests.value = _positive(http.http1_max_pending_requests)
         if _positive(http.max_retries):
             threshold.max_retries.value = _positive(http.max_retries)
+    if retry_budget is not None:  # istiod's applyRetryBudget: 20 % and 3 concurrent retries unless set
+        percent = _wrapped(getattr(retry_budget, "percent", None))
+        threshold.retry_budget.budget_percent.value = float(percent) if percent is not None else 20.0
+        threshold.retry_budget.min_retry_concurrency.value = _positive(retry_budget.min_retry_concurrency) or 3
     return circuit_breaker_pb2.CircuitBreakers(thresholds=[threshold])
 
 
@@ -617,7 +663,7 @@ def build_cluster(
         cluster.load_assignment.CopyFrom(load_assignment(name, endpoints, tls_mode, balancer))
         cluster.dns_lookup_family = Cluster.V4_ONLY
     _apply_tcp_settings(cluster, policy.connection_pool)
-    cluster.circuit_breakers.CopyFrom(_circuit_breakers(policy.connection_pool))
+    cluster.circuit_breakers.CopyFrom(_circuit_breakers(policy.connection_pool, policy.retry_budget))
     _apply_load_balancer(cluster, policy.load_balancer)
     _apply_outlier_detection(cluster, policy.outlier_detection)
     locality.apply_cluster_config(cluster, lb)
@@ -629,7 +675,35 @@ def build_cluster(
     _apply_tls(cluster, policy.tls, service, port, subset, http2, has_workload_certificates(proxy))
     if auto_mtls and policy.tls is None:
         _apply_auto_mtls(cluster, service, port, subset, http2)
+    _apply_proxy_protocol(cluster, policy.proxy_protocol)
     return cluster
+
+
+def _apply_proxy_protocol(cluster: Cluster, proxy_protocol: Any) -> None:
+    """istiod's applyUpstreamProxyProtocol: a PROXY header before whatever the cluster speaks (plaintext, TLS,
+    or each auto-mTLS choice)."""
+    if proxy_protocol is None:
+        return
+    version = (
+        proxy_protocol_pb2.ProxyProtocolConfig.V2
+        if enum_name(getattr(proxy_protocol, "version", None)) == "V2"
+        else proxy_protocol_pb2.ProxyProtocolConfig.V1
+    )
+
+    def wrapped(inner: base_pb2.TransportSocket) -> base_pb2.TransportSocket:
+        config = upstream_proxy_protocol_pb2.ProxyProtocolUpstreamTransport()
+        config.config.version = version
+        config.transport_socket.CopyFrom(inner)
+        out = base_pb2.TransportSocket(name=PROXY_PROTOCOL_TRANSPORT_SOCKET)
+        out.typed_config.Pack(config)
+        return out
+
+    if cluster.HasField("transport_socket"):
+        cluster.transport_socket.CopyFrom(wrapped(cluster.transport_socket))
+    elif not cluster.transport_socket_matches:
+        cluster.transport_socket.CopyFrom(wrapped(mtls.raw_buffer_socket()))
+    for match in cluster.transport_socket_matches:
+        match.transport_socket.CopyFrom(wrapped(match.transport_socket))
 
 
 def blackhole_cluster() -> Cluster:

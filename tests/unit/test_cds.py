@@ -566,3 +566,99 @@ def test_dns_round_robin_is_logical_dns_as_in_istiod() -> None:
         with tempfile.TemporaryDirectory() as workdir:
             accepted, output = envoy_validate(envoy, bootstrap_for(sidecar(), push), Path(workdir))
         assert accepted, output
+
+
+# ----- retry budget, slow start, PROXY protocol -----
+
+
+def test_retry_budget_goes_to_the_thresholds_with_istiod_defaults() -> None:
+    """istiod's applyRetryBudget: 20 % and 3 concurrent retries unless set; a subset's budget replaces it."""
+    rule = dr(
+        {
+            "trafficPolicy": {"retryBudget": {}},
+            "subsets": [{"name": "v1", "labels": {"v": "1"}, "trafficPolicy": {"retryBudget": {"percent": 5.5}}}],
+        }
+    )
+    clusters = by_name(cds.build_clusters(sidecar(), push_of([reviews()], configs=[rule])))
+    (default,) = clusters[f"outbound|9080||{REVIEWS}"].circuit_breakers.thresholds
+    assert default.retry_budget.budget_percent.value == 20.0
+    assert default.retry_budget.min_retry_concurrency.value == 3
+    (v1,) = clusters[f"outbound|9080|v1|{REVIEWS}"].circuit_breakers.thresholds
+    assert v1.retry_budget.budget_percent.value == 5.5
+    (plain,) = cds.build_clusters(sidecar(), push_of([reviews()]))[0].circuit_breakers.thresholds
+    assert not plain.HasField("retry_budget")
+
+
+@pytest.mark.parametrize(
+    ("lb", "field"),
+    [
+        ({"simple": "ROUND_ROBIN", "warmup": {"duration": "30s"}}, "round_robin_lb_config"),
+        ({"warmup": {"duration": "30s", "minimumPercent": 25, "aggression": 2}}, "least_request_lb_config"),
+        ({"simple": "LEAST_REQUEST", "warmupDurationSecs": "30s"}, "least_request_lb_config"),
+    ],
+)
+def test_warmup_is_envoy_slow_start(lb: dict[str, Any], field: str) -> None:
+    rule = dr({"trafficPolicy": {"loadBalancer": lb}})
+    (c, *_) = cds.build_clusters(sidecar(), push_of([reviews()], configs=[rule]))
+    slow_start = getattr(c, field).slow_start_config
+    assert slow_start.slow_start_window.seconds == 30
+    if "warmup" in lb:  # istiod's setWarmup defaults: linear, 10 %
+        assert slow_start.aggression.default_value == lb["warmup"].get("aggression", 1.0)
+        assert slow_start.min_weight_percent.value == lb["warmup"].get("minimumPercent", 10.0)
+    else:
+        assert not slow_start.HasField("aggression")
+
+
+def test_warmup_is_not_for_random_or_hash_balancing() -> None:
+    for lb in ({"simple": "RANDOM", "warmup": {"duration": "30s"}}, {"consistentHash": {"useSourceIp": True}}):
+        (c, *_) = cds.build_clusters(
+            sidecar(), push_of([reviews()], configs=[dr({"trafficPolicy": {"loadBalancer": lb}})])
+        )
+        assert c.WhichOneof("lb_config") in (None, "ring_hash_lb_config")
+
+
+def _proxy_protocol(socket: Any) -> Any:
+    from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2
+
+    assert socket.name == cds.PROXY_PROTOCOL_TRANSPORT_SOCKET
+    config = upstream_proxy_protocol_pb2.ProxyProtocolUpstreamTransport()
+    socket.typed_config.Unpack(config)
+    return config
+
+
+def test_proxy_protocol_wraps_whatever_the_cluster_speaks() -> None:
+    """istiod's applyUpstreamProxyProtocol: around raw_buffer, around TLS, and around each auto-mTLS choice."""
+    plain_rule = dr({"trafficPolicy": {"proxyProtocol": {"version": "V2"}}})
+    (plain, *_) = cds.build_clusters(sidecar(), push_of([reviews()], configs=[plain_rule]))
+    wrapper = _proxy_protocol(plain.transport_socket)
+    assert wrapper.config.version == 1  # V2
+    assert wrapper.transport_socket.name == "envoy.transport_sockets.raw_buffer"
+
+    tls_rule = dr({"trafficPolicy": {"proxyProtocol": {}, "tls": {"mode": "SIMPLE", "caCertificates": "/ca.pem"}}})
+    (tls, *_) = cds.build_clusters(sidecar(), push_of([reviews()], configs=[tls_rule]))
+    wrapper = _proxy_protocol(tls.transport_socket)
+    assert wrapper.config.version == 0  # V1, the default
+    assert wrapper.transport_socket.name == cds.TLS_TRANSPORT_SOCKET
+
+    policy = cds.effective_policy(plain_rule, 9080)
+    auto = cds.build_cluster(sidecar(), reviews(), reviews().ports[0], "", policy, auto_mtls=True)
+    assert auto is not None and not auto.HasField("transport_socket")
+    inner = [_proxy_protocol(m.transport_socket).transport_socket.name for m in auto.transport_socket_matches]
+    assert inner == [cds.TLS_TRANSPORT_SOCKET, "envoy.transport_sockets.raw_buffer"]
+
+    envoy = find_envoy()
+    if envoy is not None:
+        rule = dr(
+            {
+                "trafficPolicy": {
+                    "proxyProtocol": {"version": "V1"},
+                    "retryBudget": {"percent": 10},
+                    "loadBalancer": {"warmup": {"duration": "10s"}},
+                }
+            }
+        )
+        with tempfile.TemporaryDirectory() as workdir:
+            accepted, output = envoy_validate(
+                envoy, bootstrap_for(sidecar(), push_of([reviews()], configs=[rule])), Path(workdir)
+            )
+        assert accepted, output
