@@ -46,10 +46,10 @@ UNAFFECTED_BY: dict[str, frozenset[str]] = {
         }
     ),
 }
-# What else cannot change a sidecar's resources (only gateways read them; see above).
+# What else cannot change a sidecar's resources (only gateways read them; see above). DestinationRules do
+# change a sidecar's listeners: its TCP proxies carry their tcp settings (pilot.xds.cds.tcp_settings).
 UNAFFECTED_SIDECARS_BY: dict[str, frozenset[str]] = {
     CLUSTER_TYPE: frozenset({"Gateway"}),
-    LISTENER_TYPE: frozenset({"DestinationRule"}),
 }
 
 

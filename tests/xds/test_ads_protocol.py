@@ -289,3 +289,59 @@ async def test_first_request_without_node_is_rejected(pilot: PilotServer) -> Non
         assert "node.id" in (err.value.message or "")
     finally:
         channel.close()
+
+
+TCP_SERVICE = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.example.com]
+  addresses: [10.96.0.30]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.3}]
+"""
+TCP_IDLE_RULE = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: default}
+spec:
+  host: db.example.com
+  trafficPolicy: {connectionPool: {tcp: {idleTimeout: 7s}}}
+"""
+
+
+async def test_a_destination_rule_edit_pushes_the_sidecar_tcp_listener(ads: AdsClient, pilot: PilotServer) -> None:
+    """A sidecar's TCP proxy carries its DestinationRule's tcp settings, so a rule edit must reach LDS."""
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+    def idle_timeouts(response: discovery_pb2.DiscoveryResponse) -> dict[str, int]:
+        out = {}
+        for any_msg in response.resources:
+            listener = listener_pb2.Listener()
+            assert any_msg.Unpack(listener)
+            for chain in listener.filter_chains:
+                for network_filter in chain.filters:
+                    if network_filter.typed_config.Is(tcp_proxy_pb2.TcpProxy.DESCRIPTOR):
+                        proxy = tcp_proxy_pb2.TcpProxy()
+                        network_filter.typed_config.Unpack(proxy)
+                        out[listener.name] = proxy.idle_timeout.seconds
+        return out
+
+    write(pilot.options.config_dir / "db.yaml", TCP_SERVICE)
+    await ads.send(LISTENER_TYPE)
+    for _ in range(5):  # until the listener of the new service is there (the write may land after the request)
+        lds = await ads.recv()
+        await ads.send(LISTENER_TYPE, nonce=lds.nonce, version=lds.version_info)
+        if "10.96.0.30_5432" in idle_timeouts(lds):
+            break
+    assert idle_timeouts(lds)["10.96.0.30_5432"] == 0
+    write(pilot.options.config_dir / "dr.yaml", TCP_IDLE_RULE)
+    for _ in range(5):  # CDS and EDS are not subscribed: the next message is LDS
+        msg = await ads.recv()
+        if msg.type_url == LISTENER_TYPE:
+            break
+    assert msg.type_url == LISTENER_TYPE
+    assert idle_timeouts(msg)["10.96.0.30_5432"] == 7
