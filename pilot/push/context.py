@@ -72,6 +72,7 @@ _INDEX_INPUTS: dict[str, frozenset[str]] = {
     "_destination_rule_memo": frozenset({DESTINATION_RULE, SERVICE_KIND}),
     "_locality_rules": frozenset({DESTINATION_RULE}),
     "_selector_rules_by_namespace": frozenset({DESTINATION_RULE}),
+    "_credential_rules": frozenset({DESTINATION_RULE}),
     "gateways": frozenset({GATEWAY}),
     "_merged_gateway_memo": frozenset({GATEWAY}),
     "_observed_routers": frozenset(),  # always carried over; entries are checked against the current config
@@ -579,14 +580,56 @@ class PushContext:
         return self._secrets_by_name.get((namespace, name))
 
     def gateway_credentials(self, proxy: Proxy) -> dict[str, credentials.SecretRef]:
-        """The SDS resources a router may fetch (pilot.push.credentials): those its merged Gateway servers
-        reference whose Secret is in the router's own namespace."""
+        """The SDS resources a router may fetch for its Gateways (pilot.push.credentials): those its merged
+        Gateway servers reference whose Secret is in the router's own namespace."""
         out: dict[str, credentials.SecretRef] = {}
         for resource in self.merged_gateway(proxy).credentials:
             ref = credentials.parse_resource_name(resource, proxy.namespace)
             if ref is not None and ref.namespace == proxy.namespace:
                 out[resource] = ref
         return out
+
+    @cached_property
+    def _credential_rules(self) -> tuple[Config, ...]:
+        """The DestinationRules whose client TLS names a credential (few or none)."""
+        return tuple(
+            cfg
+            for cfg in self._of_kind(DESTINATION_RULE)
+            if any(credentials.client_resources(tls) for tls in credentials.rule_client_tls(cfg.spec))
+        )
+
+    @property
+    def sidecars_read_secrets(self) -> bool:
+        """Whether some sidecar may fetch a credential: a DestinationRule with a workloadSelector names one."""
+        return any(rule_selector(cfg) for cfg in self._credential_rules)
+
+    def destination_rule_credentials(self, proxy: Proxy) -> dict[str, credentials.SecretRef]:
+        """The SDS resources a proxy may fetch for DestinationRule client TLS (istiod: credentialName applies on
+        gateways, and on sidecars only through a rule with a workloadSelector): those named by the rules that
+        may apply to it (exported to its namespace; a selector rule only if it selects the proxy), whose Secret
+        is in the proxy's own namespace."""
+        rules = self._credential_rules
+        if not rules:
+            return {}
+        selected = self.selected_destination_rules(proxy)
+        out: dict[str, credentials.SecretRef] = {}
+        for cfg in rules:
+            applies = cfg.key in selected if rule_selector(cfg) else proxy.is_router
+            if not applies or not exported_to(cfg, proxy.namespace):
+                continue
+            for tls in credentials.rule_client_tls(cfg.spec):
+                for resource in credentials.client_resources(tls):
+                    ref = credentials.parse_resource_name(resource, proxy.namespace)
+                    if ref is not None and ref.namespace == proxy.namespace:
+                        out[resource] = ref
+        return out
+
+    def proxy_credentials(self, proxy: Proxy) -> dict[str, credentials.SecretRef]:
+        """Every SDS resource a proxy may fetch from pilot: its Gateways' and its DestinationRules'."""
+        from_rules = self.destination_rule_credentials(proxy)
+        if not proxy.is_router:
+            return from_rules
+        return {**self.gateway_credentials(proxy), **from_rules}
 
     # ----- proxy classes -----
 

@@ -11,7 +11,9 @@ Resource names, as istiod's ToResourceName / ParseResourceName:
 * ``builtin://`` is the proxy's own workload certificate (SDS ``default`` / ``ROOTCA`` from its agent).
 
 Which resources a proxy may fetch (istiod's filterAuthorizedResources, stricter): a Secret in the proxy's own
-namespace, and only a resource that a server of the Gateways selecting it references. istiod also requires a
+namespace, and only a resource that a server of the Gateways selecting it references, or that the client TLS
+of a DestinationRule that may apply to it names (``credentialName``; gateways, and sidecars a rule's
+workloadSelector selects: istiod applies it nowhere else). istiod also requires a
 verified identity (a proxy authenticated over mTLS or a token); pilot serves plaintext xDS and cannot check
 one, so the proxy's namespace is the one its node id and metadata claim.
 
@@ -56,6 +58,34 @@ def credential_names(tls: Any) -> list[str]:
     if tls.credential_names:
         return [n for n in tls.credential_names if n]
     return [tls.credential_name] if tls.credential_name else []
+
+
+def client_resources(tls: Any) -> list[str]:
+    """The SDS resources a DestinationRule's client TLS settings reference through ``credentialName`` (istiod's
+    ApplyCustomSDSToClientCommonTLSContext): the client certificate for MUTUAL, and the CA bundle to verify the
+    server with unless insecureSkipVerify."""
+    if tls is None or not tls.credential_name:
+        return []
+    mode = getattr(tls.mode, "name", str(tls.mode))
+    if mode not in ("SIMPLE", "MUTUAL"):
+        return []
+    resource = resource_name(tls.credential_name)
+    out = [resource] if mode == "MUTUAL" else []
+    skip = tls.insecure_skip_verify
+    if not (getattr(skip, "value", skip) or False):
+        out.append(ca_resource_name(resource))
+    return out
+
+
+def rule_client_tls(spec: Any) -> list[Any]:
+    """Every client TLS block of a DestinationRule: top level, per port, per subset (and the subsets' ports)."""
+    out = []
+    for policy in [spec.traffic_policy, *(s.traffic_policy for s in spec.subsets or ())]:
+        if policy is None:
+            continue
+        out.append(policy.tls)
+        out.extend(p.tls for p in policy.port_level_settings or ())
+    return [tls for tls in out if tls is not None]
 
 
 def resource_name(credential_name: str) -> str:

@@ -18,7 +18,8 @@ their namespace, the Gateways selecting them, the VirtualServices bound to those
 the credentials their Gateway servers reference (a Secret's change pushes SDS to them only). A root
 VirtualService in view brings in its delegates: their changes change its merged routes. Both: the
 PeerAuthentications of their own namespace, the root namespace and the namespaces of the services in view
-(istiod's SidecarScope.AuthnPolicies): they shape inbound mTLS and outbound auto-mTLS.
+(istiod's SidecarScope.AuthnPolicies): they shape inbound mTLS and outbound auto-mTLS; and the Secrets of the
+DestinationRule credentials they may fetch (pilot.push.credentials).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class ProxyScope:
     gateways: frozenset[ConfigKey]
     sidecar: ConfigKey | None
     peer_authentications: frozenset[ConfigKey] = frozenset()
-    secrets: frozenset[ConfigKey] = frozenset()  # routers: the Secrets behind the credentials they may fetch
+    secrets: frozenset[ConfigKey] = frozenset()  # the Secrets behind the credentials they may fetch
 
     def depends_on(self, key: ConfigKey) -> bool:
         kind = key.kind
@@ -141,10 +142,8 @@ def _compute(push: PushContext, proxy: Proxy, view: tuple[object, ...]) -> Proxy
             key for gw in gateways for vs in push.gateway_virtual_services(gw) for key in vs.keys
         )
         gateway_keys = frozenset(gw.key for gw in gateways)
-        secrets = frozenset(k for ref in push.gateway_credentials(proxy).values() for k in ref.related_keys())
         sidecar = None
     else:
-        secrets = frozenset()
         gateway_keys = frozenset()
         egress = push.sidecar_scope(proxy)
         virtual_services = frozenset(
@@ -154,6 +153,7 @@ def _compute(push: PushContext, proxy: Proxy, view: tuple[object, ...]) -> Proxy
             for key in vs.keys  # a root's routes are also its delegates'
         )
         sidecar = egress.sidecar.key if egress.sidecar is not None else None
+    secrets = frozenset(k for ref in push.proxy_credentials(proxy).values() for k in ref.related_keys())
     rules = frozenset(
         key
         for host in hosts

@@ -38,9 +38,8 @@ from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_de
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2, proxy_protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
 
@@ -48,8 +47,9 @@ from pilot.config.convert import enum_name
 from pilot.model.config import SERVICE_KIND, Config, ConfigKey
 from pilot.model.proxy import Proxy
 from pilot.model.service import Endpoint, Port, Protocol, Resolution, Service, labels_match
+from pilot.push import credentials
 from pilot.push.authn import TLS_MODE_ISTIO, TLS_MODE_LABEL, MtlsMode, has_workload_certificates
-from pilot.push.context import PushContext
+from pilot.push.context import PushContext, rule_selector
 from pilot.push.locality import locality_lb
 from pilot.push.scope import ProxyScope, scope_for
 from pilot.xds import inbound, locality, mtls, names
@@ -481,7 +481,14 @@ def _apply_outlier_detection(cluster: Cluster, outlier: Any) -> None:
 
 
 def _apply_tls(
-    cluster: Cluster, tls: Any, service: Service, port: Port, subset: str, http2: bool, workload_certs: bool
+    cluster: Cluster,
+    tls: Any,
+    service: Service,
+    port: Port,
+    subset: str,
+    http2: bool,
+    workload_certs: bool,
+    credential_source: config_source_pb2.ConfigSource | None,
 ) -> None:
     if tls is None:
         return
@@ -499,24 +506,19 @@ def _apply_tls(
         context = mtls.istio_mutual_upstream(sni, sans, http2=http2)
         cluster.transport_socket.CopyFrom(mtls.transport_socket(context))
         return
-    if getattr(tls, "credential_name", ""):
-        log.warning("cluster %s: TLS credentialName (SDS) is not supported; sending plaintext", cluster.name)
-        return
     context = tls_pb2.UpstreamTlsContext(sni=getattr(tls, "sni", "") or service.hostname)
     common = context.common_tls_context
     if port.protocol.is_http2:
         common.alpn_protocols.append("h2")
     insecure = bool(_wrapped(getattr(tls, "insecure_skip_verify", None)))
     ca = getattr(tls, "ca_certificates", "")
-    if ca and not insecure:
+    if getattr(tls, "credential_name", "") and credential_source is not None:
+        _credential_tls(common, tls, credential_source)
+    elif ca and not insecure:
         validation = common.validation_context
         validation.trusted_ca.filename = ca
-        for san in getattr(tls, "subject_alt_names", None) or ():
-            validation.match_typed_subject_alt_names.append(
-                common_pb2.SubjectAltNameMatcher(
-                    san_type=common_pb2.SubjectAltNameMatcher.DNS, matcher=string_pb2.StringMatcher(exact=san)
-                )
-            )
+        sans = getattr(tls, "subject_alt_names", None) or ()
+        validation.match_typed_subject_alt_names.extend(mtls.san_matchers(sans))
     if mode == "MUTUAL":
         cert, key = getattr(tls, "client_certificate", ""), getattr(tls, "private_key", "")
         if cert and key:
@@ -525,6 +527,21 @@ def _apply_tls(
             certificate.private_key.filename = key
     cluster.transport_socket.name = TLS_TRANSPORT_SOCKET
     cluster.transport_socket.typed_config.Pack(context)
+
+
+def _credential_tls(common: common_pb2.CommonTlsContext, tls: Any, source: config_source_pb2.ConfigSource) -> None:
+    """istiod's ApplyCustomSDSToClientCommonTLSContext: the client certificate (MUTUAL) and the CA to verify the
+    server with (with the rule's SANs) from the credential's Secret, fetched over SDS from pilot."""
+    for resource in credentials.client_resources(tls):
+        sds = secret_pb2.SdsSecretConfig(name=resource, sds_config=source)
+        if resource.endswith(credentials.CA_SUFFIX):
+            combined = common.combined_validation_context
+            combined.default_validation_context.match_typed_subject_alt_names.extend(
+                mtls.san_matchers(getattr(tls, "subject_alt_names", None) or ())
+            )
+            combined.validation_context_sds_secret_config.CopyFrom(sds)
+        else:
+            common.tls_certificate_sds_secret_configs.append(sds)
 
 
 def _apply_auto_mtls(cluster: Cluster, service: Service, port: Port, subset: str, http2: bool) -> None:
@@ -635,6 +652,7 @@ def build_cluster(
     *,
     auto_mtls: bool = False,
     tls_mode: Callable[[Endpoint], str] | None = None,
+    credentials_allowed: bool = False,
 ) -> Cluster | None:
     """One outbound cluster; None when it cannot be expressed (DNS wildcard host without endpoints).
 
@@ -672,7 +690,10 @@ def build_cluster(
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Pack(protocol_options)
     # istiod's isHttp2Cluster: explicitly HTTP/2 upstream (not "use the downstream protocol").
     http2 = protocol_options is not None and protocol_options.explicit_http_config.HasField("http2_protocol_options")
-    _apply_tls(cluster, policy.tls, service, port, subset, http2, has_workload_certificates(proxy))
+    # DestinationRule credentialName: on gateways, and on sidecars through a rule with a workloadSelector
+    # (istiod); other sidecars use the certificate paths, as istiod.
+    source = config_source(proxy) if credentials_allowed else None
+    _apply_tls(cluster, policy.tls, service, port, subset, http2, has_workload_certificates(proxy), source)
     if auto_mtls and policy.tls is None:
         _apply_auto_mtls(cluster, service, port, subset, http2)
     _apply_proxy_protocol(cluster, policy.proxy_protocol)
@@ -853,7 +874,18 @@ def _build_one(
         else:
             endpoints = port_eps or None
     tls_mode = endpoint_tls_metadata(push, service, rule, subset, port.number)
-    cluster = build_cluster(proxy, service, port, subset, policy, endpoints, auto_mtls=auto, tls_mode=tls_mode)
+    allowed = rule is not None and (proxy.is_router or bool(rule_selector(rule)))
+    cluster = build_cluster(
+        proxy,
+        service,
+        port,
+        subset,
+        policy,
+        endpoints,
+        auto_mtls=auto,
+        tls_mode=tls_mode,
+        credentials_allowed=allowed,
+    )
     return () if cluster is None else (cluster,)
 
 

@@ -40,7 +40,6 @@ the listener is dropped with a warning.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +48,6 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
-from envoy.type.matcher.v3 import string_pb2
 
 from pilot.config.validation import VALID_CIPHER_SUITES
 from pilot.model.config import Config
@@ -210,7 +208,9 @@ def server_tls_context(proxy: Proxy, entry: GatewayServer, *, http: bool) -> Dow
     if mode == "ISTIO_MUTUAL":
         common.tls_certificate_sds_secret_configs.append(mtls.sds_secret_config(names.SDS_DEFAULT_RESOURCE))
         combined = common.combined_validation_context
-        combined.default_validation_context.match_typed_subject_alt_names.extend(san_matchers(tls.subject_alt_names))
+        combined.default_validation_context.match_typed_subject_alt_names.extend(
+            mtls.san_matchers(tls.subject_alt_names)
+        )
         combined.validation_context_sds_secret_config.CopyFrom(mtls.sds_secret_config(names.SDS_ROOT_RESOURCE))
         return context
     if names_:
@@ -250,7 +250,7 @@ def _credential_sds(proxy: Proxy, resource: str) -> secret_pb2.SdsSecretConfig:
 
 
 def _client_checks(validation: common_pb2.CertificateValidationContext, tls: Any) -> None:
-    validation.match_typed_subject_alt_names.extend(san_matchers(tls.subject_alt_names))
+    validation.match_typed_subject_alt_names.extend(mtls.san_matchers(tls.subject_alt_names))
     validation.verify_certificate_spki.extend(tls.verify_certificate_spki)
     validation.verify_certificate_hash.extend(tls.verify_certificate_hash)
 
@@ -270,25 +270,6 @@ def _tls_parameters(common: common_pb2.CommonTlsContext, tls: Any) -> None:
 
 def _enum(value: Any) -> str:
     return getattr(value, "name", str(value or "TLS_AUTO"))
-
-
-def san_matchers(sans: Iterable[str]) -> list[common_pb2.SubjectAltNameMatcher]:
-    """Exact SAN matches, typed by the value's form (istiod matches them untyped)."""
-    out = []
-    kinds = common_pb2.SubjectAltNameMatcher
-    for san in sans:
-        if "://" in san:
-            san_type = kinds.URI
-        elif "@" in san:
-            san_type = kinds.EMAIL
-        else:
-            try:
-                ipaddress.ip_address(san)
-                san_type = kinds.IP_ADDRESS
-            except ValueError:
-                san_type = kinds.DNS
-        out.append(kinds(san_type=san_type, matcher=string_pb2.StringMatcher(exact=san)))
-    return out
 
 
 # ----- TCP, TLS, passthrough -----

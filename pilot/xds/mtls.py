@@ -14,6 +14,7 @@ Both sides take the workload's certificate and the mesh root over SDS from the n
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
@@ -72,19 +73,30 @@ def raw_buffer_socket() -> base_pb2.TransportSocket:
     return socket
 
 
-def _san_matchers(sans: Iterable[str]) -> list[common_pb2.SubjectAltNameMatcher]:
-    """Exact SAN matches; SPIFFE identities are URI SANs, anything else is matched as a DNS name."""
+def san_matchers(sans: Iterable[str]) -> list[common_pb2.SubjectAltNameMatcher]:
+    """Exact SAN matches, typed by the value's form (istiod matches them untyped): SPIFFE identities and other
+    URIs, e-mail addresses, IP addresses, else DNS names."""
     out = []
+    kinds = common_pb2.SubjectAltNameMatcher
     for san in sans:
-        san_type = common_pb2.SubjectAltNameMatcher.URI if "://" in san else common_pb2.SubjectAltNameMatcher.DNS
-        out.append(common_pb2.SubjectAltNameMatcher(san_type=san_type, matcher=string_pb2.StringMatcher(exact=san)))
+        if "://" in san:
+            san_type = kinds.URI
+        elif "@" in san:
+            san_type = kinds.EMAIL
+        else:
+            try:
+                ipaddress.ip_address(san)
+                san_type = kinds.IP_ADDRESS
+            except ValueError:
+                san_type = kinds.DNS
+        out.append(kinds(san_type=san_type, matcher=string_pb2.StringMatcher(exact=san)))
     return out
 
 
 def _combined_validation(common: common_pb2.CommonTlsContext, sans: Iterable[str]) -> None:
     combined = common.combined_validation_context
     combined.default_validation_context.SetInParent()
-    combined.default_validation_context.match_typed_subject_alt_names.extend(_san_matchers(sans))
+    combined.default_validation_context.match_typed_subject_alt_names.extend(san_matchers(sans))
     combined.validation_context_sds_secret_config.CopyFrom(sds_secret_config(names.SDS_ROOT_RESOURCE))
 
 

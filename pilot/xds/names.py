@@ -37,7 +37,6 @@ UNAFFECTED_BY: dict[str, frozenset[str]] = {
     SECRET_TYPE: frozenset(
         {
             "VirtualService",
-            "DestinationRule",
             "Sidecar",
             "PeerAuthentication",
             "Namespace",

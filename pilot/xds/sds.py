@@ -1,11 +1,13 @@
-"""SDS: gateway credentials as Envoy ``Secret`` resources, served on the proxy's ADS stream (istiod's SecretGen).
+"""SDS: gateway credentials as Envoy ``Secret`` resources, served on the proxy's ADS stream (istiod's SecretGen);
+also the client credentials of DestinationRules (``tls.credentialName``, pilot.xds.cds).
 
 A gateway listener that terminates TLS names its certificate ``kubernetes://NAME`` (and, for MUTUAL and
 OPTIONAL_MUTUAL, its client CA ``kubernetes://NAME-cacert``) with an ADS config source; Envoy then asks for
 those names. Each name a router asks for is answered when (``pilot.push.credentials``):
 
-* a server of the Gateways selecting it references it, and the Secret is in the router's own namespace
-  (anything else is refused with a warning naming the proxy and the resource);
+* a server of the Gateways selecting it references it (or a DestinationRule that applies to the proxy), and the
+  Secret is in the proxy's own namespace (anything else is refused with a warning naming the proxy and the
+  resource);
 * the Secret exists and holds what the name needs: a certificate chain and key (``tls_certificate``) or a CA
   bundle (``validation_context.trusted_ca``), each PEM that parses.
 
@@ -41,10 +43,12 @@ Secret = secret_pb2.Secret
 
 def secret_units(proxy: Proxy, push: PushContext, names: Iterable[str] | None) -> list[Unit]:
     """The units of the credentials a proxy asks for that it may have and that can be served."""
-    if not proxy.is_router or not names:
+    if not names:
         return []
-    allowed = push.gateway_credentials(proxy)
-    users = push.merged_gateway(proxy).credentials
+    allowed = push.proxy_credentials(proxy)
+    if not allowed and not proxy.is_router:
+        return []  # a sidecar that no DestinationRule lets fetch anything (the usual case)
+    users = push.merged_gateway(proxy).credentials if proxy.is_router else {}
     units: list[Unit] = []
     refused: list[str] = []
     for name in sorted(names):
@@ -54,7 +58,7 @@ def secret_units(proxy: Proxy, push: PushContext, names: Iterable[str] | None) -
             continue
         resolved = credentials.resolve(ref, push.secret)
         if resolved.problem:
-            servers = ", ".join(sorted({s.describe() for s in users.get(name, ())}))
+            servers = ", ".join(sorted({s.describe() for s in users.get(name, ())})) or "DestinationRule TLS"
             outcome = "not served" if resolved.info is None else "served anyway"
             log.warning("%s: credential %s for proxy %s: %s (%s)", servers, name, proxy.id, resolved.problem, outcome)
         if resolved.info is None:
@@ -63,8 +67,8 @@ def secret_units(proxy: Proxy, push: PushContext, names: Iterable[str] | None) -
         units.append(Unit(key, ref.related_keys(), partial(_build, name, resolved.info, ref.is_ca)))
     if refused:
         log.warning(
-            "proxy %s asked for secrets it may not have (not referenced by its Gateways, or not in its namespace "
-            "%s): %s",
+            "proxy %s asked for secrets it may not have (not referenced by its Gateways or DestinationRules, or not "
+            "in its namespace %s): %s",
             proxy.id,
             proxy.namespace,
             ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else ""),

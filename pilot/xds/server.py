@@ -201,8 +201,12 @@ class Connection:
             if names is None or not self.protocol.watched(ENDPOINT_TYPE):
                 return False
             return any(names.by_host(key.name) for key in request.configs_updated if key.kind == ENDPOINTS_KIND)
-        if not self.proxy.is_router and all(key.kind == SECRET for key in request.configs_updated):
-            return False  # only gateways read Secrets: no need to work out a sidecar's scope
+        if (
+            not self.proxy.is_router
+            and not push.sidecars_read_secrets
+            and all(key.kind == SECRET for key in request.configs_updated)
+        ):
+            return False  # only gateways read Secrets here: no need to work out a sidecar's scope
         self.refresh(push)
         scopes = [s for s in (self.scope, self.previous_scope) if s is not None]
         return any(scope.depends_on(key) for key in request.configs_updated for scope in scopes)

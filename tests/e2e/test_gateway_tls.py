@@ -398,11 +398,13 @@ def _credential_status_sync(env: TlsEnv) -> bool:
 class TlsBackend:
     """A TLS server (a workload behind an east-west gateway) answering HTTP/1.1 with its name."""
 
-    def __init__(self, name: str, issued: Issued) -> None:
+    def __init__(self, name: str, issued: Issued, *, client_ca: bytes | None = None) -> None:
         self.name = name
         self.host = next_loopback_host()
         self.port = 0
         self._issued = issued
+        self._client_ca = client_ca  # when set, clients must present a certificate it issued
+        self.clients: list[str] = []  # the common names of the client certificates presented
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -411,12 +413,18 @@ class TlsBackend:
         (directory / "key.pem").write_bytes(self._issued.key_pem)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(directory / "cert.pem"), str(directory / "key.pem"))
+        if self._client_ca is not None:
+            context.load_verify_locations(cadata=self._client_ca.decode())
+            context.verify_mode = ssl.CERT_REQUIRED
         self._server = await asyncio.start_server(self._handle, self.host, 0, ssl=context)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            if der:
+                self.clients.append(_common_name(x509.load_der_x509_certificate(der)))
             body = json.dumps({"backend": self.name}).encode()
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
@@ -483,6 +491,61 @@ async def test_auto_passthrough_routes_mesh_tls_by_sni(tls: TlsEnv) -> None:
     finally:
         for backend in (v1, v2):
             await backend.stop()
+
+
+async def test_an_egress_gateway_originates_mutual_tls_with_a_destination_rule_credential(tls: TlsEnv) -> None:
+    """DestinationRule tls.credentialName on a gateway (TLS origination at an egress gateway): Envoy fetches the
+    client certificate and the CA over SDS, verifies the server by its SAN and presents the certificate; a CA
+    that did not issue the server's certificate makes the requests fail."""
+    host = "egress.example.com"
+    server_ca = TestCA("external-server-ca")
+    backend = TlsBackend("external", server_ca.issue(host), client_ca=CLIENT_CA.pem)
+    await backend.start()
+    client_cert = CLIENT_CA.issue("egress-gateway", client=True)
+
+    def objects(ca: bytes) -> list[dict[str, Any]]:
+        return [
+            tls_secret("egress-client", NS, client_cert, ca=ca),
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "ServiceEntry",
+                "metadata": {"name": "external", "namespace": NS},
+                "spec": {
+                    "hosts": [host],
+                    "location": "MESH_EXTERNAL",
+                    "resolution": "STATIC",
+                    "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}],
+                    "endpoints": [{"address": backend.host, "ports": {"https": backend.port}}],
+                },
+            },
+            virtual_service("egress", [host], [{"route": [route_to(host, port=443)]}], gateways=["default/tls"]),
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "DestinationRule",
+                "metadata": {"name": "external", "namespace": NS},
+                "spec": {
+                    "host": host,
+                    "trafficPolicy": {
+                        "tls": {
+                            "mode": "MUTUAL",
+                            "credentialName": "egress-client",
+                            "sni": host,
+                            "subjectAltNames": [host],
+                        }
+                    },
+                },
+            },
+        ]
+
+    try:
+        tls.pilot.write("egress.yaml", objects(server_ca.pem))
+        async with HttpClient() as client:
+            await client.wait_routed(tls.http, host, only("external"), within=ROUTE_TIMEOUT, describe=tls.diagnostics)
+            assert set(backend.clients) == {"egress-gateway"}
+            tls.pilot.write("egress.yaml", objects(MESH_CA.pem))  # a CA that did not issue the server's cert
+            await client.wait_routed(tls.http, host, only("HTTP 503"), within=ROUTE_TIMEOUT, describe=tls.diagnostics)
+    finally:
+        await backend.stop()
 
 
 async def _is_backend(reply: Any) -> bool:
