@@ -293,6 +293,8 @@ class FileSource:
                 await self._watch(identity)
                 continue  # the root was replaced: watch the directory there now
             except Exception as exc:
+                if await asyncio.to_thread(_directory_identity, self.root) is None:
+                    continue  # the root went away under the watcher: reported as such, not as a watcher failure
                 if self._clock.now() - started > 60:
                     backoff.reset()
                 delay = backoff.next()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-TIMEOUT = 5.0
+TIMEOUT = 15.0  # a deadline, not a delay: generous for a loaded CI machine
 
 
 async def wait_for(predicate: Callable[[], object], what: str, within: float = TIMEOUT) -> None:
