@@ -395,14 +395,15 @@ class PushContext:
     def _destination_rule_memo(self) -> dict[tuple[str, str], Config | None]:
         return {}
 
-    def destination_rule(self, proxy: Proxy, hostname: str) -> Config | None:
+    def destination_rule(self, proxy: Proxy, hostname: str, *, inbound: bool = False) -> Config | None:
         """The DestinationRule for a host as Istio picks it for a proxy: proxy namespace, then the service's,
         then root; exact host matches win over wildcard ones. In the first namespace that has rules for the
         host, one whose workloadSelector selects the proxy (only rules of the proxy's own namespace can), else
         the one without a selector, else none: istiod's SidecarScope.DestinationRule, which lets a namespace's
-        selector-only rules hide the service namespace's. Memoized: generators ask once per cluster and route.
+        selector-only rules hide the service namespace's. ``inbound`` (a sidecar's own inbound clusters):
+        selectors are not consulted, as in istiod. Memoized: generators ask once per cluster and route.
         """
-        selected = self.selected_destination_rules(proxy)
+        selected = () if inbound else self.selected_destination_rules(proxy)
         key = (proxy.namespace, hostname, selected)
         memo = self._destination_rule_memo
         if key not in memo:

@@ -406,15 +406,11 @@ def _apply_tcp_settings(cluster: Cluster, pool: Any) -> None:
                 getattr(options, target).value = value.seconds
 
 
-def _http_protocol_options(port: Port, pool: Any) -> http_protocol_options_pb2.HttpProtocolOptions | None:
-    """HttpProtocolOptions for HTTP ports: explicit HTTP/2 for HTTP2/GRPC (or h2UpgradePolicy UPGRADE),
-    the downstream protocol for useClientProtocol, and common options from the connection pool."""
-    if not port.protocol.is_http:
-        return None
+def _common_http_options(common: protocol_pb2.HttpProtocolOptions, pool: Any) -> None:
+    """istiod's applyConnectionPool: idle timeout (http's, else tcp's), requests per connection, connection
+    duration."""
     http = getattr(pool, "http", None) if pool is not None else None
     tcp = getattr(pool, "tcp", None) if pool is not None else None
-    options = http_protocol_options_pb2.HttpProtocolOptions()
-    common = options.common_http_protocol_options
     if http is not None:
         idle = to_duration(getattr(http, "idle_timeout", None))
         if idle is not None:
@@ -428,6 +424,16 @@ def _http_protocol_options(port: Port, pool: Any) -> http_protocol_options_pb2.H
         idle = to_duration(getattr(tcp, "idle_timeout", None))
         if idle is not None and not common.HasField("idle_timeout"):  # istiod: http.idleTimeout wins
             common.idle_timeout.CopyFrom(idle)
+
+
+def _http_protocol_options(port: Port, pool: Any) -> http_protocol_options_pb2.HttpProtocolOptions | None:
+    """HttpProtocolOptions for HTTP ports: explicit HTTP/2 for HTTP2/GRPC (or h2UpgradePolicy UPGRADE),
+    the downstream protocol for useClientProtocol, and common options from the connection pool."""
+    if not port.protocol.is_http:
+        return None
+    http = getattr(pool, "http", None) if pool is not None else None
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    _common_http_options(options.common_http_protocol_options, pool)
     http2 = protocol_pb2.Http2ProtocolOptions()
     if http is not None and _positive(getattr(http, "max_concurrent_streams", 0)):
         http2.max_concurrent_streams.value = _positive(http.max_concurrent_streams)
@@ -769,9 +775,10 @@ def inbound_passthrough_cluster() -> Cluster:
     return cluster
 
 
-def inbound_cluster(name: str, port: Port, upstream: inbound.Upstream) -> Cluster:
+def inbound_cluster(name: str, port: Port, upstream: inbound.Upstream, pool: Any = None) -> Cluster:
     """``inbound|<port>||`` (istiod's buildInboundCluster): to the original destination (istiod's default
-    inboundTrafficPolicy PASSTHROUGH), or to a Sidecar ingress listener's defaultEndpoint."""
+    inboundTrafficPolicy PASSTHROUGH), or to a Sidecar ingress listener's defaultEndpoint; with the connection
+    pool that applies to it (``inbound_connection_pool``)."""
     cluster = Cluster(name=name)
     cluster.connect_timeout.FromTimedelta(DEFAULT_CONNECT_TIMEOUT)
     if upstream.original_dst:
@@ -787,32 +794,66 @@ def inbound_cluster(name: str, port: Port, upstream: inbound.Upstream) -> Cluste
             endpoint.address.pipe.path = upstream.pipe
         else:
             endpoint.address.CopyFrom(_socket_address(upstream.address, upstream.port))
-    cluster.circuit_breakers.CopyFrom(_circuit_breakers(None))
+    cluster.circuit_breakers.CopyFrom(_circuit_breakers(pool))
+    _apply_tcp_settings(cluster, pool)
     if not upstream.pipe and upstream.address not in (inbound.LOCALHOST, "::1"):
         _bind_inbound_source(cluster)
     options = http_protocol_options_pb2.HttpProtocolOptions()
+    _common_http_options(options.common_http_protocol_options, pool)
     if port.protocol.is_http2:
         options.explicit_http_config.http2_protocol_options.SetInParent()
     elif port.protocol is Protocol.UNKNOWN:  # sniffed: keep the protocol the request came with
         options.use_downstream_protocol_config.http_protocol_options.SetInParent()
         options.use_downstream_protocol_config.http2_protocol_options.SetInParent()
+    elif port.protocol.is_http and options.HasField("common_http_protocol_options"):
+        options.explicit_http_config.http_protocol_options.SetInParent()
+    else:
+        options.ClearField("common_http_protocol_options")  # TCP: no HTTP to apply them to
     if options.ListFields():
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS_KEY].Pack(options)
     return cluster
 
 
+def inbound_connection_pool(proxy: Proxy, push: PushContext, chain: inbound.Chain) -> tuple[Any, tuple[ConfigKey, ...]]:
+    """The connection pool of an inbound cluster, and the configs it came from (istiod's buildInboundCluster):
+    the Sidecar's ingress listener for the port, else its inboundConnectionPool, else (for a service's port)
+    the service's DestinationRule, port-level settings first; selectors are not consulted inbound."""
+    deps: list[ConfigKey] = []
+    sidecar = push.sidecar_for(proxy)
+    if sidecar is not None:
+        deps.append(sidecar.key)
+        for listener in sidecar.spec.ingress or ():
+            if listener.port is not None and listener.port.number == chain.target_port and listener.connection_pool:
+                return listener.connection_pool, tuple(deps)
+        if sidecar.spec.inbound_connection_pool is not None:
+            return sidecar.spec.inbound_connection_pool, tuple(deps)
+    if chain.sidecar is not None:
+        return None, tuple(deps)  # a Sidecar ingress listener: no service, no DestinationRule
+    rule = push.destination_rule(proxy, chain.hostname, inbound=True)
+    if rule is None or rule.spec.traffic_policy is None:
+        return None, tuple(deps)
+    deps.extend(rule.keys)
+    policy = rule.spec.traffic_policy
+    per_port = _port_level(policy, chain.port.number)
+    return (per_port if per_port is not None else policy).connection_pool, tuple(deps)
+
+
 def inbound_cluster_units(proxy: Proxy, push: PushContext) -> list[Unit]:
     """The clusters of a sidecar's inbound chains (see pilot.xds.inbound), and InboundPassthroughCluster for
-    its virtualInbound passthrough chains. Keyed by everything that shapes them; they depend on nothing else."""
+    its virtualInbound passthrough chains. Keyed by everything that shapes them (the connection pool by its
+    encoding), depending on the Sidecar and DestinationRule the pool may come from."""
     plan = inbound.plan(proxy, push)
-    units = [
-        Unit(
-            ("cds", chain.cluster, "inbound", chain.port.protocol.value, chain.upstream),
-            (),
-            partial(lambda c: (inbound_cluster(c.cluster, c.port, c.upstream),), chain),
+    units = []
+    for chain in plan.chains:
+        pool, deps = inbound_connection_pool(proxy, push, chain)
+        encoded = bytes(pool) if pool is not None else b""
+        units.append(
+            Unit(
+                ("cds", chain.cluster, "inbound", chain.port.protocol.value, chain.upstream, encoded),
+                deps,
+                partial(lambda c, p: (inbound_cluster(c.cluster, c.port, c.upstream, p),), chain, pool),
+            )
         )
-        for chain in plan.chains
-    ]
     if plan.virtual:
         units.append(_static_unit(names.INBOUND_PASSTHROUGH_CLUSTER, inbound_passthrough_cluster))
     return units

@@ -538,6 +538,56 @@ def test_inbound_clusters() -> None:
     assert not inbound["inbound|8080||"].typed_extension_protocol_options
 
 
+def _threshold(cluster: Cluster) -> Any:
+    (threshold,) = cluster.circuit_breakers.thresholds
+    return threshold
+
+
+def test_inbound_connection_pools() -> None:
+    """istiod's buildInboundCluster: the service's DestinationRule pool (port-level first), replaced by the
+    Sidecar's inboundConnectionPool, replaced for one port by its ingress listener's connectionPool."""
+    dr_pool = rule(
+        "{connectionPool: {tcp: {maxConnections: 11, connectTimeout: 2s}, http: {idleTimeout: 9s}},"
+        " portLevelSettings: [{port: {number: 5432}, connectionPool: {tcp: {maxConnections: 22}}}]}"
+    )
+    by_rule = clusters(server(), push_of(MESH + dr_pool))
+    assert _threshold(by_rule["inbound|8080||"]).max_connections.value == 11
+    assert by_rule["inbound|8080||"].connect_timeout.seconds == 2
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    by_rule["inbound|8080||"].typed_extension_protocol_options[cds.HTTP_PROTOCOL_OPTIONS_KEY].Unpack(options)
+    assert options.common_http_protocol_options.idle_timeout.seconds == 9
+    assert options.explicit_http_config.HasField("http_protocol_options")
+    assert _threshold(by_rule["inbound|5432||"]).max_connections.value == 22  # port level, service port 5432
+    assert not by_rule["inbound|5432||"].typed_extension_protocol_options  # TCP: no HTTP options
+    sidecar = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  inboundConnectionPool: {tcp: {maxConnections: 33}}
+---
+"""
+    by_sidecar = clusters(server(), push_of(MESH + dr_pool + sidecar))
+    assert _threshold(by_sidecar["inbound|8080||"]).max_connections.value == 33
+    assert by_sidecar["inbound|8080||"].connect_timeout.seconds != 2  # the whole pool is replaced
+    ingress = INGRESS.replace(
+        '{port: {number: 9080, protocol: HTTP, name: http}, defaultEndpoint: "127.0.0.1:8080"}',
+        '{port: {number: 9080, protocol: HTTP, name: http}, defaultEndpoint: "127.0.0.1:8080",'
+        " connectionPool: {http: {http1MaxPendingRequests: 44}}}",
+    ).replace("spec:\n", "spec:\n  inboundConnectionPool: {tcp: {maxConnections: 55}}\n", 1)
+    by_listener = clusters(server(), push_of(MESH + ingress))
+    assert _threshold(by_listener["inbound|9080||"]).max_pending_requests.value == 44
+    assert _threshold(by_listener["inbound|9080||"]).max_connections.value == 2**32 - 1
+    assert _threshold(by_listener["inbound|9090||"]).max_connections.value == 55
+    # A rule that selects the workload is for its outbound side only (istiod).
+    selecting = dr_pool.replace(
+        "spec: {host: reviews", "spec: {host: reviews, workloadSelector: {matchLabels: {app: reviews}}"
+    )
+    assert (
+        _threshold(clusters(server(), push_of(MESH + selecting))["inbound|8080||"]).max_connections.value == 2**32 - 1
+    )
+
+
 def test_proxies_without_workload_certificates_get_no_mtls_config() -> None:
     """A proxy without Istio's agent (no SDS) would wait forever for the secrets: no auto-mTLS, ISTIO_MUTUAL
     stays plaintext, PERMISSIVE ports take plaintext only, STRICT ones stay mTLS-only (failing closed)."""
@@ -749,8 +799,9 @@ def _validate(envoy: str, path: Path) -> subprocess.CompletedProcess[str]:
             name="w",
             extra=PORT_LEVEL_EXTRA,
         ),
+        rule("{connectionPool: {tcp: {maxConnections: 5, idleTimeout: 3s}, http: {maxRequestsPerConnection: 2}}}"),
     ],
-    ids=["permissive-auto", "strict-istio-mutual", "disable-ingress", "port-level"],
+    ids=["permissive-auto", "strict-istio-mutual", "disable-ingress", "port-level", "inbound-pools"],
 )
 def test_envoy_validates_generated_mtls_config(tmp_path: Path, config: str) -> None:
     envoy = _envoy()
