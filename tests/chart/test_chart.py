@@ -77,6 +77,7 @@ def test_lint_strict_everything_on() -> None:
         str(CHART),
         "--set",
         "autoscaleEnabled=true,autoscaleMin=2,webhook.enabled=true,webhook.caBundle=Zm9v,serviceMonitor.enabled=true,"
+        "secureXds.enabled=true,secureXds.clientCertificates=true,"
         "prometheusRule.enabled=true,env.PILOT_ENABLE_STATUS=true,meshConfig.discoverySelectors[0].matchLabels.a=b",
         check=False,
     )
@@ -352,6 +353,33 @@ def test_service_ports(default_docs: list[dict[str, Any]]) -> None:
     container_ports = {p["name"] for p in container(default_docs)["ports"]}
     for p in ports.values():
         assert p["targetPort"] in container_ports
+
+
+def test_secure_xds_port_with_its_serving_certificate(tmp_path: Path) -> None:
+    """secureXds: TLS xDS on 15012 (Service port https-dns, as istiod), the serving certificate mounted from a
+    Secret, and with clientCertificates the root that signs client certificates."""
+    docs = render_values(tmp_path, {"secureXds": {"enabled": True, "clientCertificates": True}})
+    ns = parse_serve_args(container(docs)["args"])
+    assert ns.secure_grpc_addr == "0.0.0.0:15012"
+    assert (ns.tls_cert, ns.tls_key, ns.ca_cert) == tuple(
+        f"/var/run/secrets/pilot-xds/{name}" for name in ("tls.crt", "tls.key", "ca.crt")
+    )
+    mounts = mounts_of(docs)
+    for path in (ns.tls_cert, ns.tls_key, ns.ca_cert):
+        assert any(path.startswith(m + "/") for m in mounts), f"{path} not under {sorted(mounts)}"
+    volume = next(v for v in pod_spec(docs)["volumes"] if v["name"] == "xds-certs")
+    assert volume["secret"]["secretName"] == f"{FULLNAME}-xds-tls"
+    assert [item["key"] for item in volume["secret"]["items"]] == ["tls.crt", "tls.key", "ca.crt"]
+    assert {p["name"]: p["containerPort"] for p in container(docs)["ports"]}["https-dns"] == 15012
+    service_ports = {p["name"]: p for p in only(docs, "Service")["spec"]["ports"]}
+    assert service_ports["https-dns"]["port"] == 15012 and service_ports["https-dns"]["targetPort"] == "https-dns"
+    # Without client certificates: no root mounted or passed (tokens authenticate), another Secret name.
+    tokens = render("--set", "secureXds.enabled=true", "--set", "secureXds.certSecretName=my-xds-cert")
+    ns = parse_serve_args(container(tokens)["args"])
+    assert ns.ca_cert is None and ns.tls_cert == "/var/run/secrets/pilot-xds/tls.crt"
+    volume = next(v for v in pod_spec(tokens)["volumes"] if v["name"] == "xds-certs")
+    assert volume["secret"]["secretName"] == "my-xds-cert"
+    assert "https-dns" not in {p["name"] for p in container(render())["ports"]}
 
 
 def test_service_account(default_docs: list[dict[str, Any]]) -> None:

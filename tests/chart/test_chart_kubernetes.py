@@ -64,7 +64,8 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
         "--set",
         "replicaCount=3,webhook.enabled=true,webhook.caBundle=Zm9v,webhook.namespaceSelector.matchLabels.team=mesh,"
         "serviceMonitor.enabled=true,prometheusRule.enabled=true,env.PILOT_ENABLE_STATUS=true,"
-        "meshConfig.discoverySelectors[0].matchLabels.mesh=on,podDisruptionBudget.enabled=true",
+        "meshConfig.discoverySelectors[0].matchLabels.mesh=on,podDisruptionBudget.enabled=true,"
+        "secureXds.enabled=true,secureXds.clientCertificates=true",
     ),
     "files-only": ("--set", "kubernetes.enabled=false", "--set-string", "config.a\\.yaml=kind: List"),
     "remote-cluster": ("--set", "kubernetes.kubeconfigSecret=remote"),

@@ -162,6 +162,8 @@ Paths inside the pod.
 */}}
 {{- define "pilot.configDir" -}}/etc/pilot/config{{- end }}
 {{- define "pilot.webhookCertDir" -}}/var/run/secrets/pilot-webhook{{- end }}
+{{- define "pilot.xdsCertDir" -}}/var/run/secrets/pilot-xds{{- end }}
+{{- define "pilot.xdsSecretName" -}}{{ default (printf "%s-xds-tls" (include "pilot.fullname" .)) .Values.secureXds.certSecretName }}{{- end }}
 {{- define "pilot.kubeconfigDir" -}}/var/run/secrets/remote{{- end }}
 {{- define "pilot.meshConfigDir" -}}/etc/pilot/mesh{{- end }}
 {{- define "pilot.meshConfigFile" -}}mesh.yaml{{- end }}
@@ -216,6 +218,18 @@ All of pilot's command line is here, so a renamed flag is changed in one place.
 - {{ include "pilot.webhookCertDir" . }}/tls.crt
 - --webhook-key
 - {{ include "pilot.webhookCertDir" . }}/tls.key
+{{- end }}
+{{- if .Values.secureXds.enabled }}
+- --secure-grpc-addr
+- "0.0.0.0:15012"
+- --tls-cert
+- {{ include "pilot.xdsCertDir" . }}/tls.crt
+- --tls-key
+- {{ include "pilot.xdsCertDir" . }}/tls.key
+{{- if .Values.secureXds.clientCertificates }}
+- --ca-cert
+- {{ include "pilot.xdsCertDir" . }}/ca.crt
+{{- end }}
 {{- end }}
 {{- range .Values.extraContainerArgs }}
 - {{ . | quote }}
