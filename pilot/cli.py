@@ -76,6 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
         eds_debounce=env["PILOT_ENABLE_EDS_DEBOUNCE"],
         send_timeout=env["PILOT_XDS_SEND_TIMEOUT"],
         push_throttle=env["PILOT_PUSH_THROTTLE"],
+        max_connection_age=env["PILOT_KEEPALIVE_MAX_SERVER_CONNECTION_AGE"] or None,
         kube=kube,
         webhook_addr=args.webhook_addr,
         webhook_cert=Path(args.webhook_cert) if args.webhook_cert else None,

@@ -34,6 +34,7 @@ from pilot.sources.kube.source import KubeOptions, KubeSource
 from pilot.tasks import INTERNAL_ERRORS, Supervisor, isolating
 from pilot.webhook import WebhookServer
 from pilot.xds import limits, rest
+from pilot.xds.connage import ConnectionAge
 from pilot.xds.server import DiscoveryServer, RawCodec
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class ServerOptions:
     eds_debounce: bool = True  # PILOT_ENABLE_EDS_DEBOUNCE
     send_timeout: float | None = None  # PILOT_XDS_SEND_TIMEOUT (seconds; None: the server's default)
     push_throttle: int | None = None  # PILOT_PUSH_THROTTLE (None or 0: istiod's automatic value)
+    max_connection_age: float | None = None  # PILOT_KEEPALIVE_MAX_SERVER_CONNECTION_AGE (seconds; None: no limit)
     # Set for the worker processes of `pilot serve --workers N` (pilot/workers/): the xDS port is shared with
     # the other workers (SO_REUSEPORT) and monitoring is served on a private unix socket the supervisor reads.
     reuse_port: bool = False
@@ -106,6 +108,8 @@ class PilotServer:
         self.kube = KubeSource(options.kube, self.store, self.discovery.counters) if options.kube else None
         self.webhook: WebhookServer | None = None
         self.discovery.metrics.add_gauges(lambda: sources.webhook_values(self.webhook))
+        # PILOT_KEEPALIVE_MAX_SERVER_CONNECTION_AGE: proxies rebalance over replicas (pilot.xds.connage)
+        self.connection_age = ConnectionAge(options.max_connection_age) if options.max_connection_age else None
         self._owns_tracing = False  # this server turned tracing on (OTEL_* variables), so it flushes it at stop
         # Authentication and access control (pilot/security): the TLS xDS port and the debug endpoints.
         self.security = Security(
@@ -223,6 +227,8 @@ class PilotServer:
         # Authentication outermost (pilot.security.xdsauth): a stream that proves nothing is refused before it runs.
         service = self.security.xds.handlers(self.discovery, secure=secure)
         server = grpclib.server.Server([service], codec=RawCodec(), config=limits.grpc_configuration())
+        if self.connection_age is not None:
+            self.connection_age.apply(server)
         connlog.log_rejected_connections(server)  # unknown methods, non-HTTP/2 clients: one line each
         return server
 

@@ -149,6 +149,12 @@ SETTINGS: tuple[Setting, ...] = (
         "entries of the generated-resource cache (0: 20000 as istiod)",
         _non_negative_int,
     ),
+    Setting(
+        "PILOT_KEEPALIVE_MAX_SERVER_CONNECTION_AGE",
+        "",
+        "xDS connections older than this are closed (GOAWAY; +/-10 %) and proxies reconnect; unset or 0: never",
+        parse_go_duration,
+    ),
     Setting("PILOT_ENABLE_STATUS", "false", "Kubernetes: the elected replica writes validation status", parse_bool),
     Setting(
         "PILOT_LEADER_LEASE_DURATION", "15s", "Kubernetes: duration of the leader-election Lease", _positive_duration

@@ -79,8 +79,10 @@ def pilot_factory(
     each exits 0 within a few seconds of SIGTERM without having logged a traceback."""
     started: list[PilotProcess] = []
 
-    def start(initial: dict[str, object] | None = None, name: str = "pilot") -> PilotProcess:
-        pilot = PilotProcess(e2e_workdir / name)
+    def start(
+        initial: dict[str, object] | None = None, name: str = "pilot", env: dict[str, str] | None = None
+    ) -> PilotProcess:
+        pilot = PilotProcess(e2e_workdir / name, env=env)
         for filename, content in (initial or {}).items():
             pilot.write(filename, content)  # type: ignore[arg-type]
         pilot.start()
