@@ -523,6 +523,8 @@ def _apply_tls(
     elif ca and not insecure:
         validation = common.validation_context
         validation.trusted_ca.filename = ca
+        if getattr(tls, "ca_crl", ""):
+            validation.crl.filename = tls.ca_crl
         sans = getattr(tls, "subject_alt_names", None) or ()
         validation.match_typed_subject_alt_names.extend(mtls.san_matchers(sans))
     if mode == "MUTUAL":

@@ -211,6 +211,8 @@ def server_tls_context(proxy: Proxy, entry: GatewayServer, *, http: bool) -> Dow
         combined.default_validation_context.match_typed_subject_alt_names.extend(
             mtls.san_matchers(tls.subject_alt_names)
         )
+        if tls.ca_crl:  # istiod's ApplyToCommonTLSContext: revoked mesh certificates, from a file on the proxy
+            combined.default_validation_context.crl.filename = tls.ca_crl
         combined.validation_context_sds_secret_config.CopyFrom(mtls.sds_secret_config(names.SDS_ROOT_RESOURCE))
         return context
     if names_:

@@ -396,6 +396,17 @@ def test_tls_simple_sets_upstream_tls_context_and_istio_mutual_is_left_out() -> 
     assert not clusters[f"outbound|9080|mesh|{REVIEWS}"].HasField("transport_socket")
 
 
+def test_tls_ca_crl_goes_with_the_ca() -> None:
+    tls = {"mode": "SIMPLE", "caCertificates": "/ca.pem", "caCrl": "/crl.pem", "subjectAltNames": ["10.0.0.1"]}
+    (c, *_) = cds.build_clusters(sidecar(), push_of([reviews()], configs=[dr({"trafficPolicy": {"tls": tls}})]))
+    context = tls_pb2.UpstreamTlsContext()
+    c.transport_socket.typed_config.Unpack(context)
+    validation = context.common_tls_context.validation_context
+    assert (validation.trusted_ca.filename, validation.crl.filename) == ("/ca.pem", "/crl.pem")
+    (san,) = validation.match_typed_subject_alt_names
+    assert san.san_type == san.IP_ADDRESS  # typed by its form
+
+
 def test_tls_simple_defaults_sni_to_the_host() -> None:
     rule = dr({"trafficPolicy": {"tls": {"mode": "SIMPLE"}}})
     (c, *_) = cds.build_clusters(sidecar(), push_of([reviews()], configs=[rule]))

@@ -364,6 +364,11 @@ def test_istio_mutual_server_needs_the_proxys_workload_certificate() -> None:
         "certs": ["default@sds-grpc"],
         "ca": "ROOTCA@sds-grpc",
     }
+    revoking = push_of(gateway("gw", https(15443, "mtls", ["*.local"], {"mode": "ISTIO_MUTUAL", "caCrl": "/crl.pem"})))
+    (chain,) = listeners_of(revoking, with_agent)["0.0.0.0_15443"].filter_chains
+    context = tls_pb2.DownstreamTlsContext()
+    chain.transport_socket.typed_config.Unpack(context)
+    assert context.common_tls_context.combined_validation_context.default_validation_context.crl.filename == "/crl.pem"
 
 
 def test_credentials_follow_the_proxys_xds_transport() -> None:
