@@ -15,6 +15,7 @@ change is a service change.
 
 from __future__ import annotations
 
+import ipaddress
 from bisect import insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,17 @@ _RESOLUTIONS = {
 }
 
 
+def _host_address(address: str) -> str:
+    """istiod's convertServices: a CIDR of one address (/32, /128) is that address (a VIP of its own)."""
+    try:
+        network = ipaddress.ip_network(address, strict=False)
+    except ValueError:
+        return address
+    if "/" in address and network.num_addresses == 1:
+        return str(network.network_address)
+    return address
+
+
 @dataclass(frozen=True)
 class _Built:
     service: Service
@@ -75,7 +87,7 @@ def convert(cfg: Config, workloads: Iterable[Config], domain_suffix: str) -> lis
             namespace=cfg.namespace,
             ports=ports,
             resolution=resolution,
-            addresses=tuple(spec.addresses),
+            addresses=tuple(_host_address(a) for a in spec.addresses),
             mesh_external=mesh_external,
             labels=_frozen(cfg.labels),
             export_to=tuple(spec.export_to),

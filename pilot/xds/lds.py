@@ -131,10 +131,15 @@ def _plan_egress(
             elif not captured or egress.bind:
                 _plan(plans, bind, port.number, not captured, False, index, target)
             else:
-                # Captured TCP traffic is told apart by its destination VIP; without one, by port alone.
+                # Captured TCP traffic is told apart by its destination VIP, or by the destination range of a
+                # CIDR address on 0.0.0.0 (istiod); without either, by port alone.
                 vips = sorted(a for a in svc.addresses if "/" not in a and a != WILDCARD_ADDRESS)
-                for vip in vips or [WILDCARD_ADDRESS]:
-                    _plan(plans, vip, port.number, False, False, index, target, shared_address=not vips)
+                cidrs = tuple(sorted(a for a in svc.addresses if "/" in a))
+                for vip in vips:
+                    _plan(plans, vip, port.number, False, False, index, target, shared_address=False)
+                if cidrs or not vips:
+                    ranged = dataclasses.replace(target, cidrs=cidrs)
+                    _plan(plans, WILDCARD_ADDRESS, port.number, False, False, index, ranged, shared_address=True)
 
 
 def _virtual_outbound(allow_any: bool) -> Listener:

@@ -50,6 +50,7 @@ class Target:
 
     service: Service
     port: Port
+    cidrs: tuple[str, ...] = ()  # CIDR addresses: its chains on 0.0.0.0 match these destinations
 
 
 def _applies(match: Any, proxy: Proxy, port: int) -> bool:
@@ -111,6 +112,7 @@ def tcp_chains(
     push: PushContext, proxy: Proxy, egress: EgressListener, target: Target, listen_port: int
 ) -> list[FilterChain]:
     out: list[FilterChain] = []
+    ranges = target.cidrs  # a CIDR service's chains match its range, unless a route names its own subnets
     for bound in virtual_services_for(push, proxy, egress, target.service.hostname):
         namespace = bound.config.namespace
         for route in bound.config.spec.tcp or ():
@@ -120,19 +122,19 @@ def tcp_chains(
             if network_filter is None:
                 continue
             if not route.match:
-                out.append(_chain(network_filter))
+                out.append(_chain(network_filter, subnets=ranges))
                 return out
             subnets: list[str] = []
             for match in route.match:
                 if not _applies(match, proxy, listen_port):
                     continue
                 if not match.destination_subnets:
-                    out.append(_chain(network_filter))
+                    out.append(_chain(network_filter, subnets=ranges))
                     return out
                 subnets.extend(match.destination_subnets)
             if subnets:
                 out.append(_chain(network_filter, subnets=subnets))
-    out.append(_chain(_own_tcp_proxy(push, proxy, target, listen_port)))
+    out.append(_chain(_own_tcp_proxy(push, proxy, target, listen_port), subnets=ranges))
     return out
 
 
@@ -159,7 +161,7 @@ def tls_chains(
                     out.append(_chain(network_filter, sni=match.sni_hosts, subnets=match.destination_subnets))
     if not out:
         own = _own_tcp_proxy(push, proxy, target, listen_port)
-        out.append(_chain(own, sni=[target.service.hostname] if shared else ()))
+        out.append(_chain(own, sni=[target.service.hostname] if shared else (), subnets=target.cidrs))
     return out
 
 
@@ -182,10 +184,15 @@ def listener_chains(
     shared = shared_address or len(tls) > 1
     for target in tls:
         chains.extend(tls_chains(push, proxy, egress, target, listen_port, shared=shared))
-    if tcp:
-        if len(tcp) > 1:
-            log.debug("listener %s: %d TCP services share it; only %s is built", listener, len(tcp), tcp[0])
-        chains.extend(tcp_chains(push, proxy, egress, tcp[0], listen_port))
+    # Services with CIDR addresses are told apart by destination; of the others, only the first is built.
+    ranged = [t for t in tcp if t.cidrs]
+    unranged = [t for t in tcp if not t.cidrs]
+    for target in ranged:
+        chains.extend(tcp_chains(push, proxy, egress, target, listen_port))
+    if unranged:
+        if len(unranged) > 1:
+            log.debug("listener %s: %d TCP services share it; only %s is built", listener, len(unranged), unranged[0])
+        chains.extend(tcp_chains(push, proxy, egress, unranged[0], listen_port))
     out, dropped = unique_chains(chains)
     if dropped:
         log.debug("listener %s: %d filter chains repeating an earlier match dropped", listener, dropped)

@@ -235,3 +235,48 @@ def test_destination_rule_tcp_settings_reach_the_tcp_proxies() -> None:
                 envoy, bootstrap_for(sidecar(), push_of(text + WEIGHTED_TCP)), Path(workdir)
             )
         assert accepted, output
+
+
+RANGED = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vpc-db, namespace: default}
+spec:
+  hosts: [vpc-db.internal]
+  addresses: [10.10.0.0/16, 10.96.0.40/32]
+  location: MESH_EXTERNAL
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy-db, namespace: default}
+spec:
+  hosts: [legacy-db.internal]
+  location: MESH_EXTERNAL
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: NONE
+---
+"""
+
+
+def _prefixes(chain: listener_components_pb2.FilterChain) -> list[str]:
+    return [f"{r.address_prefix}/{r.prefix_len.value}" for r in chain.filter_chain_match.prefix_ranges]
+
+
+def test_a_cidr_address_is_matched_by_destination_on_the_wildcard_listener() -> None:
+    """istiod: a CIDR address listens on 0.0.0.0 with a filter chain matching the range, so it can share the
+    port with a service without addresses; a /32 is a VIP of its own."""
+    built = listeners(RANGED)
+    assert "10.96.0.40_5432" in built  # the /32
+    wildcard = built["0.0.0.0_5432"]
+    rows = sorted((_prefixes(chain), tcp_of(chain).cluster) for chain in wildcard.filter_chains)
+    assert rows == [
+        ([], "outbound|5432||legacy-db.internal"),
+        (["10.10.0.0/16"], "outbound|5432||vpc-db.internal"),
+    ]
+    envoy = find_envoy()
+    if envoy is not None:
+        with tempfile.TemporaryDirectory() as workdir:
+            accepted, output = envoy_validate(envoy, bootstrap_for(sidecar(), push_of(RANGED)), Path(workdir))
+        assert accepted, output
