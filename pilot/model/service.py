@@ -105,6 +105,9 @@ class Service:
     # DNS_ROUND_ROBIN (istiod's DNSRoundRobinLB): one connection per resolved address in turn, a LOGICAL_DNS
     # cluster; plain DNS resolves every address into the pool (STRICT_DNS).
     dns_round_robin: bool = False
+    # ServiceEntry subjectAltNames: the identities its servers present; client TLS to it checks them when the
+    # DestinationRule names none (istiod's ServiceAccounts for the External registry).
+    subject_alt_names: tuple[str, ...] = ()
 
     def port_by_number(self, number: int) -> Port | None:
         for port in self.ports:

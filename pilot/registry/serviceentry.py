@@ -94,6 +94,7 @@ def convert(cfg: Config, workloads: Iterable[Config], domain_suffix: str) -> lis
             origin=cfg.key,
             registry=REGISTRY,
             dns_round_robin=enum_name(spec.resolution) == "DNS_ROUND_ROBIN",
+            subject_alt_names=tuple(spec.subject_alt_names),
         )
         by_port: ByPort = shared
         if resolution is Resolution.DNS and not selected and not hostname.startswith("*"):

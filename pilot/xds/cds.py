@@ -508,7 +508,7 @@ def _apply_tls(
         # istiod: the DestinationRule's SNI, else the DNS-SRV name; its subjectAltNames (else the service
         # accounts, which the service model does not carry).
         sni = getattr(tls, "sni", "") or names.dns_srv_name(port.number, subset, service.hostname)
-        sans = list(getattr(tls, "subject_alt_names", None) or ())
+        sans = list(getattr(tls, "subject_alt_names", None) or service.subject_alt_names)
         context = mtls.istio_mutual_upstream(sni, sans, http2=http2)
         cluster.transport_socket.CopyFrom(mtls.transport_socket(context))
         return
@@ -518,14 +518,15 @@ def _apply_tls(
         common.alpn_protocols.append("h2")
     insecure = bool(_wrapped(getattr(tls, "insecure_skip_verify", None)))
     ca = getattr(tls, "ca_certificates", "")
+    # istiod: a ServiceEntry's subjectAltNames stand in for the rule's when it names none.
+    sans = list(getattr(tls, "subject_alt_names", None) or service.subject_alt_names)
     if getattr(tls, "credential_name", "") and credential_source is not None:
-        _credential_tls(common, tls, credential_source)
+        _credential_tls(common, tls, credential_source, sans)
     elif ca and not insecure:
         validation = common.validation_context
         validation.trusted_ca.filename = ca
         if getattr(tls, "ca_crl", ""):
             validation.crl.filename = tls.ca_crl
-        sans = getattr(tls, "subject_alt_names", None) or ()
         validation.match_typed_subject_alt_names.extend(mtls.san_matchers(sans))
     if mode == "MUTUAL":
         cert, key = getattr(tls, "client_certificate", ""), getattr(tls, "private_key", "")
@@ -537,16 +538,16 @@ def _apply_tls(
     cluster.transport_socket.typed_config.Pack(context)
 
 
-def _credential_tls(common: common_pb2.CommonTlsContext, tls: Any, source: config_source_pb2.ConfigSource) -> None:
+def _credential_tls(
+    common: common_pb2.CommonTlsContext, tls: Any, source: config_source_pb2.ConfigSource, sans: list[str]
+) -> None:
     """istiod's ApplyCustomSDSToClientCommonTLSContext: the client certificate (MUTUAL) and the CA to verify the
     server with (with the rule's SANs) from the credential's Secret, fetched over SDS from pilot."""
     for resource in credentials.client_resources(tls):
         sds = secret_pb2.SdsSecretConfig(name=resource, sds_config=source)
         if resource.endswith(credentials.CA_SUFFIX):
             combined = common.combined_validation_context
-            combined.default_validation_context.match_typed_subject_alt_names.extend(
-                mtls.san_matchers(getattr(tls, "subject_alt_names", None) or ())
-            )
+            combined.default_validation_context.match_typed_subject_alt_names.extend(mtls.san_matchers(sans))
             combined.validation_context_sds_secret_config.CopyFrom(sds)
         else:
             common.tls_certificate_sds_secret_configs.append(sds)
@@ -555,7 +556,8 @@ def _credential_tls(common: common_pb2.CommonTlsContext, tls: Any, source: confi
 def _apply_auto_mtls(cluster: Cluster, service: Service, port: Port, subset: str, http2: bool) -> None:
     """istiod's auto-detected ISTIO_MUTUAL: mTLS to endpoints labelled ``tlsMode: istio``, plaintext to others
     (a passthrough cluster has no endpoint metadata: it was decided for all of them at once)."""
-    context = mtls.istio_mutual_upstream(names.dns_srv_name(port.number, subset, service.hostname), http2=http2)
+    sni = names.dns_srv_name(port.number, subset, service.hostname)
+    context = mtls.istio_mutual_upstream(sni, service.subject_alt_names, http2=http2)
     socket = mtls.transport_socket(context)
     if cluster.type == Cluster.ORIGINAL_DST:
         cluster.transport_socket.CopyFrom(socket)

@@ -673,3 +673,52 @@ def test_proxy_protocol_wraps_whatever_the_cluster_speaks() -> None:
                 envoy, bootstrap_for(sidecar(), push_of([reviews()], configs=[rule])), Path(workdir)
             )
         assert accepted, output
+
+
+def test_service_entry_subject_alt_names_are_checked_when_the_rule_names_none() -> None:
+    """istiod: a ServiceEntry's subjectAltNames (its ServiceAccounts) for ISTIO_MUTUAL, auto-mTLS and SIMPLE
+    TLS to it, unless the DestinationRule names its own."""
+    entry = config(
+        "ServiceEntry",
+        "default",
+        "vm",
+        {
+            "hosts": ["vm.example.com"],
+            "ports": [
+                {"number": 443, "name": "tls", "protocol": "TLS"},
+                {"number": 80, "name": "http", "protocol": "HTTP"},
+            ],
+            "resolution": "STATIC",
+            "location": "MESH_INTERNAL",
+            "subjectAltNames": ["spiffe://cluster.local/ns/vm/sa/vm-app"],
+            "endpoints": [{"address": "10.3.0.1"}],
+        },
+    )
+
+    def sans(tls: dict[str, Any]) -> list[str]:
+        rule = config("DestinationRule", "default", "vm", {"host": "vm.example.com", "trafficPolicy": {"tls": tls}})
+        agent = parse_proxy("sidecar~10.0.0.9~a.default~default.svc.cluster.local", {"ISTIO_VERSION": "1.30.0"})
+        (c, *_) = [x for x in cds.build_clusters(agent, push_of_configs([entry, rule])) if "443" in x.name]
+        context = tls_pb2.UpstreamTlsContext()
+        c.transport_socket.typed_config.Unpack(context)
+        common = context.common_tls_context
+        validation = (
+            common.combined_validation_context.default_validation_context
+            if common.HasField("combined_validation_context")
+            else common.validation_context
+        )
+        return [m.matcher.exact for m in validation.match_typed_subject_alt_names]
+
+    assert sans({"mode": "ISTIO_MUTUAL"}) == ["spiffe://cluster.local/ns/vm/sa/vm-app"]
+    assert sans({"mode": "ISTIO_MUTUAL", "subjectAltNames": ["own"]}) == ["own"]
+    assert sans({"mode": "SIMPLE", "caCertificates": "/ca.pem"}) == ["spiffe://cluster.local/ns/vm/sa/vm-app"]
+    service = push_of_configs([entry]).service("vm.example.com")
+    assert service is not None
+    auto = cds.build_cluster(sidecar(), service, service.ports[0], "", cds.EffectivePolicy(), auto_mtls=True)
+    assert auto is not None
+    mesh = tls_pb2.UpstreamTlsContext()
+    auto.transport_socket_matches[0].transport_socket.typed_config.Unpack(mesh)
+    checked = mesh.common_tls_context.combined_validation_context.default_validation_context
+    assert [m.matcher.exact for m in checked.match_typed_subject_alt_names] == [
+        "spiffe://cluster.local/ns/vm/sa/vm-app"
+    ]
