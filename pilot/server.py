@@ -84,7 +84,7 @@ class PilotServer:
         self.registry = AggregateRegistry(
             [
                 KubernetesRegistry(endpoints, options.domain_suffix),
-                ServiceEntryRegistry(endpoints, options.domain_suffix),
+                ServiceEntryRegistry(endpoints, options.domain_suffix, trust_domain=options.security.trust_domain),
             ]
         )
         self.env = Environment(self.store, self.registry, endpoints, options.domain_suffix)

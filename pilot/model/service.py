@@ -14,6 +14,7 @@ from types import MappingProxyType
 from pilot.model.config import ConfigKey
 
 EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
+DEFAULT_TRUST_DOMAIN = "cluster.local"  # of SPIFFE identities (spiffe://<trust domain>/ns/<ns>/sa/<account>)
 
 
 class Resolution(enum.Enum):

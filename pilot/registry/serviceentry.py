@@ -27,6 +27,7 @@ from pilot.model.config import SERVICE_ENTRY, WORKLOAD_ENTRY, Config, ConfigKey
 from pilot.model.endpoint_index import ByPort, EndpointIndex
 from pilot.model.host import resolve_short_name
 from pilot.model.service import (
+    DEFAULT_TRUST_DOMAIN,
     EMPTY_LABELS,
     Endpoint,
     Port,
@@ -66,7 +67,9 @@ class _Built:
     endpoints: ByPort
 
 
-def convert(cfg: Config, workloads: Iterable[Config], domain_suffix: str) -> list[_Built]:
+def convert(
+    cfg: Config, workloads: Iterable[Config], domain_suffix: str, trust_domain: str = DEFAULT_TRUST_DOMAIN
+) -> list[_Built]:
     """One ServiceEntry (+ the WorkloadEntries of its namespace) → its services and their endpoints."""
     spec = cfg.spec
     ports = tuple(Port(p.name, p.number, Protocol.parse(p.protocol)) for p in spec.ports)
@@ -75,6 +78,13 @@ def convert(cfg: Config, workloads: Iterable[Config], domain_suffix: str) -> lis
     mesh_external = enum_name(spec.location) != "MESH_INTERNAL"
     selected = _workloads(cfg, workloads)
     shared = _endpoints_by_port(ports, target_ports, selected)
+    # istiod's ServiceAccounts: the subjectAltNames, then the SPIFFE identity of each instance's account.
+    accounts = sorted({we.service_account for we, _labels, _origin in selected if we.service_account})
+    sans = tuple(
+        dict.fromkeys(
+            [*spec.subject_alt_names, *(f"spiffe://{trust_domain}/ns/{cfg.namespace}/sa/{a}" for a in accounts)]
+        )
+    )
     out: list[_Built] = []
     seen: set[str] = set()
     for raw_host in spec.hosts:
@@ -94,7 +104,7 @@ def convert(cfg: Config, workloads: Iterable[Config], domain_suffix: str) -> lis
             origin=cfg.key,
             registry=REGISTRY,
             dns_round_robin=enum_name(spec.resolution) == "DNS_ROUND_ROBIN",
-            subject_alt_names=tuple(spec.subject_alt_names),
+            subject_alt_names=sans,
         )
         by_port: ByPort = shared
         if resolution is Resolution.DNS and not selected and not hostname.startswith("*"):
@@ -110,9 +120,16 @@ class ServiceEntryRegistry:
     name = REGISTRY
     kinds = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY})
 
-    def __init__(self, endpoints: EndpointIndex, domain_suffix: str, cluster_id: str = "Kubernetes") -> None:
+    def __init__(
+        self,
+        endpoints: EndpointIndex,
+        domain_suffix: str,
+        cluster_id: str = "Kubernetes",
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    ) -> None:
         self._index = endpoints
         self._domain = domain_suffix
+        self._trust_domain = trust_domain
         self._shard = f"{REGISTRY}/{cluster_id}"
         self._entries: dict[ConfigKey, Config] = {}
         self._workloads: dict[str, dict[ConfigKey, Config]] = {}  # by namespace
@@ -174,7 +191,8 @@ class ServiceEntryRegistry:
             cfg = self._entries.get(key)
             if cfg is None:
                 continue
-            built_list = convert(cfg, self._workloads.get(key.namespace, {}).values(), self._domain)
+            workloads = self._workloads.get(key.namespace, {}).values()
+            built_list = convert(cfg, workloads, self._domain, self._trust_domain)
             self._built[key] = built_list
             for built in built_list:
                 hosts.add(built.service.hostname)

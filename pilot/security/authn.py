@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
+from pilot.model.service import DEFAULT_TRUST_DOMAIN
 from pilot.security import jwt
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 SPIFFE_PREFIX = "spiffe://"
 BEARER_PREFIX = "Bearer "
 K8S_TOKEN_PREFIX = "Istio "  # istiod also accepts this prefix on HTTP requests
-DEFAULT_TRUST_DOMAIN = "cluster.local"
 DEFAULT_TOKEN_AUDIENCES = ("istio-ca",)  # istiod's TOKEN_AUDIENCES
 DEFAULT_CLUSTER_ID = "Kubernetes"  # istiod's default cluster ID (what /debug/syncz shows as cluster_id)
 TOKEN_REVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"

@@ -722,3 +722,49 @@ def test_service_entry_subject_alt_names_are_checked_when_the_rule_names_none() 
     assert [m.matcher.exact for m in checked.match_typed_subject_alt_names] == [
         "spiffe://cluster.local/ns/vm/sa/vm-app"
     ]
+
+
+def test_instance_service_accounts_become_spiffe_identities_to_check() -> None:
+    """istiod's ServiceAccounts: subjectAltNames, then spiffe://<trust domain>/ns/<ns>/sa/<account> of each
+    endpoint or selected WorkloadEntry; the trust domain is pilot's (--trust-domain)."""
+    from pilot.registry.serviceentry import convert
+
+    entry = config(
+        "ServiceEntry",
+        "vms",
+        "app",
+        {
+            "hosts": ["app.vms.example"],
+            "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+            "resolution": "STATIC",
+            "location": "MESH_INTERNAL",
+            "subjectAltNames": ["spiffe://legacy/app"],
+            "endpoints": [
+                {"address": "10.4.0.1", "serviceAccount": "app"},
+                {"address": "10.4.0.2", "serviceAccount": "app"},
+                {"address": "10.4.0.3", "serviceAccount": "batch"},
+            ],
+        },
+    )
+    (built,) = convert(entry, (), "cluster.local", "corp.example")
+    assert built.service.subject_alt_names == (
+        "spiffe://legacy/app",
+        "spiffe://corp.example/ns/vms/sa/app",
+        "spiffe://corp.example/ns/vms/sa/batch",
+    )
+    selecting = config(
+        "ServiceEntry",
+        "vms",
+        "selected",
+        {
+            "hosts": ["selected.vms.example"],
+            "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+            "resolution": "STATIC",
+            "workloadSelector": {"labels": {"app": "selected"}},
+        },
+    )
+    workload = config(
+        "WorkloadEntry", "vms", "vm-1", {"address": "10.4.0.9", "labels": {"app": "selected"}, "serviceAccount": "vm"}
+    )
+    (built,) = convert(selecting, [workload], "cluster.local")
+    assert built.service.subject_alt_names == ("spiffe://cluster.local/ns/vms/sa/vm",)
