@@ -21,15 +21,18 @@ class AggregateRegistry:
     def __init__(self, registries: Sequence[ServiceRegistry]) -> None:
         self.registries = tuple(registries)
         self.kinds = frozenset(kind for registry in self.registries for kind in registry.kinds)
-        self._by_kind = {kind: registry for registry in self.registries for kind in registry.kinds}
+        # A kind may feed several registries (Pods: Kubernetes endpoints and ServiceEntry workloadSelectors).
+        self._by_kind: dict[str, tuple[ServiceRegistry, ...]] = {}
+        for registry in self.registries:
+            for kind in registry.kinds:
+                self._by_kind[kind] = (*self._by_kind.get(kind, ()), registry)
         self._services: Mapping[str, Service] | None = None
 
     def apply(self, changes: Changes) -> RegistryUpdate:
-        """Route each changed object to the registry that owns its kind; objects of other kinds are ignored."""
+        """Route each changed object to the registries that read its kind; objects of other kinds are ignored."""
         routed: dict[str, dict[ConfigKey, object]] = {}
         for key, cfg in changes.items():
-            registry = self._by_kind.get(key.kind)
-            if registry is not None:
+            for registry in self._by_kind.get(key.kind, ()):
                 routed.setdefault(registry.name, {})[key] = cfg
         update = RegistryUpdate()
         for registry in self.registries:

@@ -1,9 +1,11 @@
 """ServiceEntry / WorkloadEntry registry, updated per object.
 
 Each ServiceEntry host becomes one ``Service`` (short hosts resolve in the ServiceEntry's namespace). Its
-endpoints are the inline ``endpoints`` or, when there are none, the WorkloadEntries in the same namespace
-selected by ``workloadSelector``. A DNS ServiceEntry without endpoints gets one endpoint per (non-wildcard)
-host, at the host name itself, for the proxy to resolve.
+endpoints are the inline ``endpoints`` or, when there are none, the WorkloadEntries and Pods in the same
+namespace selected by ``workloadSelector`` (a Pod counts once it has an IP and is Ready, and not once it is
+terminating, as istiod's pod cache; its port for a ServiceEntry port is the container port of the same name,
+else the targetPort; its service account is its identity). A DNS ServiceEntry without endpoints gets one
+endpoint per (non-wildcard) host, at the host name itself, for the proxy to resolve.
 
 When several ServiceEntries define the same host, the first by (namespace, name) wins; when it goes away
 the next one takes over. A change to one object recomputes only the ServiceEntries it touches (itself, or
@@ -18,14 +20,15 @@ from __future__ import annotations
 import ipaddress
 from bisect import insort
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from pilot.config.convert import enum_name
-from pilot.model.config import SERVICE_ENTRY, WORKLOAD_ENTRY, Config, ConfigKey
+from pilot.model.config import POD, SERVICE_ENTRY, WORKLOAD_ENTRY, Config, ConfigKey
 from pilot.model.endpoint_index import ByPort, EndpointIndex
 from pilot.model.host import resolve_short_name
+from pilot.model.locality import LEGACY_LOCALITY_LABEL
 from pilot.model.service import (
     DEFAULT_TRUST_DOMAIN,
     EMPTY_LABELS,
@@ -118,7 +121,7 @@ def convert(
 
 class ServiceEntryRegistry:
     name = REGISTRY
-    kinds = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY})
+    kinds = frozenset({SERVICE_ENTRY, WORKLOAD_ENTRY, POD})  # Pods: the Kubernetes registry reads them too
 
     def __init__(
         self,
@@ -156,18 +159,20 @@ class ServiceEntryRegistry:
                 else:
                     self._entries[key] = cfg
                 affected.add(key)
-            elif key.kind == WORKLOAD_ENTRY:
+            elif key.kind in (WORKLOAD_ENTRY, POD):
+                workload: Any = cfg if key.kind == WORKLOAD_ENTRY else pod_workload(cfg)
                 in_ns = self._workloads.setdefault(key.namespace, {})
                 old = in_ns.pop(key, None)
-                if cfg is not None:
-                    in_ns[key] = cfg
+                if workload is not None:
+                    in_ns[key] = workload
                 elif not in_ns:
                     del self._workloads[key.namespace]
-                affected.update(self._selecting(key.namespace, (old, cfg)))
+                if old is not None or workload is not None:
+                    affected.update(self._selecting(key.namespace, (old, workload)))
         return self._recompute(affected)
 
-    def _selecting(self, namespace: str, workloads: Iterable[Config | None]) -> Iterable[ConfigKey]:
-        """ServiceEntries of ``namespace`` whose workloadSelector matches any of the given WorkloadEntries."""
+    def _selecting(self, namespace: str, workloads: Iterable[Any]) -> Iterable[ConfigKey]:
+        """ServiceEntries of ``namespace`` whose workloadSelector matches any of the given workloads."""
         label_sets = [_workload_labels(we) for we in workloads if we is not None]
         for key, entry in self._entries.items():
             if key.namespace != namespace or entry.spec.endpoints:
@@ -241,13 +246,14 @@ def build(
     return services, {s.hostname: index.get(s.hostname, s.namespace) for s in services}
 
 
-def _workload_labels(we: Config) -> Mapping[str, str]:
+def _workload_labels(we: Any) -> Mapping[str, str]:
     # Istio merges the object's metadata labels over the spec labels.
     return {**we.spec.labels, **we.labels}
 
 
-def _workloads(cfg: Config, same_namespace: Iterable[Config]) -> list[tuple[Any, Mapping[str, str], str]]:
-    """(WorkloadEntry message, labels, origin) for the ServiceEntry's instances, in a stable order."""
+def _workloads(cfg: Config, same_namespace: Iterable[Any]) -> list[tuple[Any, Mapping[str, str], str]]:
+    """(WorkloadEntry message or Pod stand-in, labels, origin) for the ServiceEntry's instances, in a stable
+    order (WorkloadEntries and Pods by key)."""
     spec = cfg.spec
     if spec.endpoints:
         origin = _origin(cfg)
@@ -259,7 +265,7 @@ def _workloads(cfg: Config, same_namespace: Iterable[Config]) -> list[tuple[Any,
     for we_cfg in sorted(same_namespace, key=lambda c: c.key):
         labels = _workload_labels(we_cfg)
         if labels_match(selector.labels, labels):
-            selected.append((we_cfg.spec, labels, f"WorkloadEntry/{we_cfg.namespace}/{we_cfg.name}"))
+            selected.append((we_cfg.spec, labels, f"{we_cfg.key.kind}/{we_cfg.namespace}/{we_cfg.name}"))
     return selected
 
 
@@ -287,6 +293,60 @@ def _endpoints_by_port(
             )
         by_port[port.name] = tuple(eps)
     return by_port
+
+
+@dataclass(frozen=True)
+class _PodSpec:
+    """The parts of a Pod a ServiceEntry endpoint reads, named as a WorkloadEntry's."""
+
+    address: str
+    ports: Mapping[str, int]  # named container ports
+    locality: str
+    service_account: str
+    weight: int = 0
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)  # the Pod's are its metadata labels
+
+
+@dataclass(frozen=True)
+class _PodWorkload:
+    key: ConfigKey
+    labels: Mapping[str, str]
+    spec: _PodSpec
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+
+def pod_workload(cfg: Config | None) -> _PodWorkload | None:
+    """A Pod as a workload a ServiceEntry can select, or None while it cannot serve (istiod's pod cache: an
+    IP, not Succeeded/Failed, not terminating, condition Ready)."""
+    if cfg is None:
+        return None
+    obj: Mapping[str, Any] = cfg.spec if isinstance(cfg.spec, Mapping) else {}
+    status = obj.get("status") or {}
+    spec = obj.get("spec") or {}
+    metadata = obj.get("metadata") or {}
+    address = str(status.get("podIP") or "")
+    if not address or status.get("phase") in ("Succeeded", "Failed") or metadata.get("deletionTimestamp"):
+        return None
+    conditions = status.get("conditions") or ()
+    if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions if isinstance(c, Mapping)):
+        return None
+    ports: dict[str, int] = {}
+    for container in spec.get("containers") or ():
+        for port in (container.get("ports") or ()) if isinstance(container, Mapping) else ():
+            if isinstance(port, Mapping) and port.get("name") and isinstance(port.get("containerPort"), int):
+                ports.setdefault(str(port["name"]), int(port["containerPort"]))
+    labels = dict(cfg.labels)
+    locality = labels.get(LEGACY_LOCALITY_LABEL, "").replace(".", "/")
+    account = str(spec.get("serviceAccountName") or "default")
+    pod_spec = _PodSpec(address, MappingProxyType(ports), locality, account)
+    return _PodWorkload(cfg.key, _frozen(labels), pod_spec)
 
 
 def _origin(cfg: Config) -> str:

@@ -207,3 +207,42 @@ def test_endpoint_locality_comes_from_the_pods_node_unless_the_pod_says_otherwis
     assert localities() == {"10.1.0.1": "us/us-2", "10.1.0.2": "eu/west/x"}
     unrelated = kobj("Node", "n9", ns="", labels={"topology.kubernetes.io/region": "ap"})
     assert not registry.apply({unrelated.key: unrelated})
+
+
+def pod(name: str, ip: str, *, app: str = "app", ready: bool = True, **extra: Any) -> Config:
+    status: dict[str, Any] = {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    spec = {"serviceAccountName": "app-sa", "containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]}
+    return kobj("Pod", name, labels={"app": app}, spec=spec, status=status, **extra)
+
+
+def test_a_workload_selector_selects_ready_pods_as_istiod() -> None:
+    """istiod's pod cache feeds ServiceEntry workloadSelectors: Pods with an IP, Ready, not terminating; the
+    container port named as the ServiceEntry port; the Pod's account as a SPIFFE identity. Pod churn is an
+    endpoint-only change; the Kubernetes registry still sees every Pod."""
+    index = EndpointIndex()
+    registry = AggregateRegistry([KubernetesRegistry(index, DOMAIN), ServiceEntryRegistry(index, DOMAIN)])
+    entry = selecting()
+    registry.apply({entry.key: entry})
+    vm = workload("vm-1", "10.9.0.1")
+    first = registry.apply({(p := pod("app-1", "10.1.0.1")).key: p, vm.key: vm})
+    assert first.endpoints == {eps_key("app.example.com")}
+    eps = index.get("app.example.com", "default").by_port["http"]
+    assert sorted((e.address, e.port, e.origin) for e in eps) == [
+        ("10.1.0.1", 8080, "Pod/default/app-1"),
+        ("10.9.0.1", 80, "WorkloadEntry/default/vm-1"),
+    ]
+    service = registry.services()["app.example.com"]
+    assert "spiffe://cluster.local/ns/default/sa/app-sa" in service.subject_alt_names
+    # Not ready, terminating, or relabelled away: no longer an endpoint.
+    for gone in (
+        pod("app-1", "10.1.0.1", ready=False),
+        pod("app-1", "10.1.0.1", metadata={"name": "app-1", "namespace": "default", "deletionTimestamp": "now"}),
+        pod("app-1", "10.1.0.1", app="other"),
+    ):
+        registry.apply({gone.key: gone})
+        assert [e.address for e in index.get("app.example.com", "default").by_port["http"]] == ["10.9.0.1"]
+        registry.apply({(p := pod("app-1", "10.1.0.1")).key: p})  # back
+    assert len(index.get("app.example.com", "default").by_port["http"]) == 2
+    # A Pod of another namespace, or one no ServiceEntry selects, changes nothing here.
+    elsewhere = kobj("Pod", "app-2", ns="other", labels={"app": "app"}, status={"podIP": "10.1.0.2"})
+    assert not registry.apply({elsewhere.key: elsewhere}).services
