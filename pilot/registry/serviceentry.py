@@ -135,7 +135,8 @@ class ServiceEntryRegistry:
         self._trust_domain = trust_domain
         self._shard = f"{REGISTRY}/{cluster_id}"
         self._entries: dict[ConfigKey, Config] = {}
-        self._workloads: dict[str, dict[ConfigKey, Config]] = {}  # by namespace
+        self._workloads: dict[str, dict[ConfigKey, Any]] = {}  # WorkloadEntries and Pods, by namespace
+        self._selectors: dict[str, set[ConfigKey]] = {}  # ServiceEntries with a workloadSelector, by namespace
         self._built: dict[ConfigKey, list[_Built]] = {}
         self._definers: dict[str, list[ConfigKey]] = {}  # hostname -> ServiceEntries defining it, sorted
         self._services: dict[str, _Built] = {}  # hostname -> the winning definition
@@ -156,8 +157,14 @@ class ServiceEntryRegistry:
             if key.kind == SERVICE_ENTRY:
                 if cfg is None:
                     self._entries.pop(key, None)
+                    self._selectors.get(key.namespace, set()).discard(key)
                 else:
                     self._entries[key] = cfg
+                    selector = cfg.spec.workload_selector
+                    if not cfg.spec.endpoints and selector is not None and selector.labels:
+                        self._selectors.setdefault(key.namespace, set()).add(key)
+                    else:
+                        self._selectors.get(key.namespace, set()).discard(key)
                 affected.add(key)
             elif key.kind in (WORKLOAD_ENTRY, POD):
                 workload: Any = cfg if key.kind == WORKLOAD_ENTRY else pod_workload(cfg)
@@ -173,13 +180,12 @@ class ServiceEntryRegistry:
 
     def _selecting(self, namespace: str, workloads: Iterable[Any]) -> Iterable[ConfigKey]:
         """ServiceEntries of ``namespace`` whose workloadSelector matches any of the given workloads."""
+        keys = self._selectors.get(namespace)
+        if not keys:
+            return  # the usual case for a Pod: no ServiceEntry of its namespace selects workloads
         label_sets = [_workload_labels(we) for we in workloads if we is not None]
-        for key, entry in self._entries.items():
-            if key.namespace != namespace or entry.spec.endpoints:
-                continue
-            selector = entry.spec.workload_selector
-            if selector is None or not selector.labels:
-                continue
+        for key in sorted(keys):
+            selector = self._entries[key].spec.workload_selector
             if any(labels_match(selector.labels, labels) for labels in label_sets):
                 yield key
 
