@@ -142,13 +142,13 @@ def _plan_egress(
                     _plan(plans, WILDCARD_ADDRESS, port.number, False, False, index, ranged, shared_address=True)
 
 
-def _virtual_outbound(allow_any: bool) -> Listener:
-    """Traffic to no known listener: passed through (ALLOW_ANY, the mesh default), or dropped (REGISTRY_ONLY)."""
+def _virtual_outbound(cluster: str) -> Listener:
+    """Traffic to no known listener: passed through (ALLOW_ANY, the mesh default), sent to the Sidecar's
+    egressProxy, or dropped (REGISTRY_ONLY): ``rds.unknown_destination_cluster``."""
     listener = _listener(names.VIRTUAL_OUTBOUND_LISTENER, WILDCARD_ADDRESS, names.VIRTUAL_OUTBOUND_PORT)
     listener.use_original_dst.value = True
     listener.traffic_direction = base_pb2.OUTBOUND
     chain = listener.filter_chains.add(name=CATCHALL_TCP_CHAIN)
-    cluster = names.PASSTHROUGH_CLUSTER if allow_any else names.BLACKHOLE_CLUSTER
     chain.filters.append(tcp_proxy(cluster, cluster))
     return listener
 
@@ -163,7 +163,7 @@ def _sidecar_listeners(proxy: Proxy, push: PushContext) -> list[Listener]:
         _plan_egress(plans, index, egress, push.visible_services(proxy, egress), captured)
     listeners: list[Listener] = []
     if inbound.captured(proxy, push):
-        listeners.append(_virtual_outbound(rds.allow_any(push.sidecar_for(proxy))))
+        listeners.append(_virtual_outbound(rds.unknown_destination_cluster(push.sidecar_for(proxy))))
     for name in sorted(plans):
         plan = plans[name]
         listener = _listener(name, plan.address, plan.port, bind_to_port=plan.bind_to_port)

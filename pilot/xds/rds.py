@@ -241,7 +241,7 @@ def _sidecar_route_config(proxy: Proxy, push: PushContext, name: str, parts: Rou
     vhosts.sort(key=lambda vh: vh.name)
     encoded = [vh.encoded for vh in vhosts]
     if not sniffed_host:
-        encoded.append(_catch_all_vhost(allow_any(scope.sidecar)).SerializeToString())
+        encoded.append(_catch_all_vhost(scope.sidecar).SerializeToString())
     # Protobuf messages are concatenations of fields: the configuration's own fields, then each vhost.
     head = _route_configuration(name, ()).SerializeToString()
     return head + b"".join(length_field(_ROUTE_CONFIG_VHOSTS, vhost) for vhost in encoded)
@@ -272,11 +272,25 @@ def allow_any(sidecar: Config | None) -> bool:
     return policy.mode == OutboundTrafficPolicyMode.ALLOW_ANY
 
 
-def _catch_all_vhost(allow_any: bool) -> rc.VirtualHost:
+def unknown_destination_cluster(sidecar: Config | None) -> str:
+    """Where a sidecar sends traffic to destinations it does not know: PassthroughCluster (ALLOW_ANY), the
+    Sidecar's egressProxy (``outbound|<port>|<subset>|<host>``, its host as written, as istiod), or
+    BlackHoleCluster (REGISTRY_ONLY)."""
+    if not allow_any(sidecar):
+        return names.BLACKHOLE_CLUSTER
+    policy = getattr(sidecar.spec, "outbound_traffic_policy", None) if sidecar is not None else None
+    proxy_to = getattr(policy, "egress_proxy", None) if policy is not None else None
+    if proxy_to is None or not proxy_to.host:
+        return names.PASSTHROUGH_CLUSTER
+    port = proxy_to.port.number if proxy_to.port is not None else 0
+    return names.outbound_cluster(port, proxy_to.subset or "", proxy_to.host)
+
+
+def _catch_all_vhost(sidecar: Config | None) -> rc.VirtualHost:
     match = rc.RouteMatch(prefix="/")
-    if allow_any:
+    if allow_any(sidecar):
         action = rc.RouteAction(
-            cluster=names.PASSTHROUGH_CLUSTER,
+            cluster=unknown_destination_cluster(sidecar),
             timeout=_duration(datetime.timedelta(0)),
             max_grpc_timeout=_duration(datetime.timedelta(0)),
         )

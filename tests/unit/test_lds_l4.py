@@ -189,6 +189,31 @@ spec:
     assert [weights(c) for c in blocked.filter_chains] == ["BlackHoleCluster"]
 
 
+def test_egress_proxy_takes_unknown_destinations() -> None:
+    """istiod: with ALLOW_ANY and an egressProxy, virtualOutbound's catch-all and the HTTP routes' allow_any
+    virtual host go to outbound|<port>|<subset>|<host> of the egress proxy instead of PassthroughCluster."""
+    from pilot.xds import rds
+
+    egress_proxy = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress: [{hosts: ["./*"]}]
+  outboundTrafficPolicy:
+    mode: ALLOW_ANY
+    egressProxy: {host: egress.istio-system.svc.cluster.local, subset: v1, port: {number: 8080}}
+---
+"""
+    cluster = "outbound|8080|v1|egress.istio-system.svc.cluster.local"
+    push = push_of(SERVICES + egress_proxy)
+    virtual = {item.name: item for item in lds.build_listeners(sidecar(), push)}["virtualOutbound"]
+    assert [weights(c) for c in virtual.filter_chains] == [cluster]
+    (route,) = rds.build_routes(sidecar(), push, ["443"])
+    (allow_any,) = [vh for vh in route.virtual_hosts if vh.name == "allow_any"]
+    assert allow_any.routes[0].route.cluster == cluster
+
+
 TCP_POLICY_RULE = """
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
