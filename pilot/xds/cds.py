@@ -185,10 +185,12 @@ def effective_policy(rule: Config | None, port: int, subset: str = "") -> Effect
     return policy
 
 
-def tcp_settings(rule: Config | None, subset: str = "") -> TcpProxySettings:
+def tcp_settings(rule: Config | None, subset: str = "", *, tunnel: bool = True) -> TcpProxySettings:
     """The tcp_proxy settings of a DestinationRule (istiod's buildOutboundNetworkFiltersWith*): the top-level
-    policy's tcp idleTimeout and maxConnectionDuration, and a source-IP hash when its consistentHash uses the
-    source IP, unless the subset's own load balancer says otherwise (maybeSetHashPolicy)."""
+    policy's tcp idleTimeout and maxConnectionDuration, a source-IP hash when its consistentHash uses the
+    source IP, unless the subset's own load balancer says otherwise (maybeSetHashPolicy), and (unless
+    ``tunnel`` is False: AUTO_PASSTHROUGH) the subset's tunnel, or the top level's for no subset
+    (tunnelingconfig.Apply)."""
     if rule is None:
         return NO_TCP_SETTINGS
     policy = rule.spec.traffic_policy
@@ -207,9 +209,37 @@ def tcp_settings(rule: Config | None, subset: str = "") -> TcpProxySettings:
         break
     idle = to_duration(getattr(tcp, "idle_timeout", None)) if tcp is not None else None
     duration = to_duration(getattr(tcp, "max_connection_duration", None)) if tcp is not None else None
-    if idle is None and duration is None and not source_ip:
+    settings = _tunnel_settings(rule, subset) if tunnel else None
+    if idle is None and duration is None and not source_ip and settings is None:
         return NO_TCP_SETTINGS
-    return TcpProxySettings(idle_timeout=idle, max_connection_duration=duration, hash_source_ip=source_ip)
+    hostname, use_post = (
+        (f"{_join_host(settings.target_host)}:{settings.target_port}", settings.protocol == "POST")
+        if settings is not None
+        else ("", False)
+    )
+    return TcpProxySettings(
+        idle_timeout=idle,
+        max_connection_duration=duration,
+        hash_source_ip=source_ip,
+        tunnel_hostname=hostname,
+        tunnel_use_post=use_post,
+    )
+
+
+def _tunnel_settings(rule: Config, subset: str) -> Any:
+    if not subset:
+        policy = rule.spec.traffic_policy
+        return getattr(policy, "tunnel", None) if policy is not None else None
+    for candidate in rule.spec.subsets or ():
+        if candidate.name == subset:
+            policy = candidate.traffic_policy
+            return getattr(policy, "tunnel", None) if policy is not None else None
+    return None
+
+
+def _join_host(host: str) -> str:
+    """net.JoinHostPort's host part: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 # ----- cluster building -----

@@ -71,6 +71,8 @@ class TcpProxySettings:
     idle_timeout: duration_pb2.Duration | None = None
     max_connection_duration: duration_pb2.Duration | None = None
     hash_source_ip: bool = False
+    tunnel_hostname: str = ""  # trafficPolicy.tunnel: "<targetHost>:<targetPort>" to CONNECT (or POST) to
+    tunnel_use_post: bool = False
 
 
 NO_TCP_SETTINGS = TcpProxySettings()
@@ -95,6 +97,9 @@ def tcp_proxy(
         proxy.max_downstream_connection_duration.CopyFrom(settings.max_connection_duration)
     if settings.hash_source_ip:
         proxy.hash_policy.append(hash_policy_pb2.HashPolicy(source_ip=hash_policy_pb2.HashPolicy.SourceIp()))
+    if settings.tunnel_hostname:
+        proxy.tunneling_config.hostname = settings.tunnel_hostname
+        proxy.tunneling_config.use_post = settings.tunnel_use_post
     out = Filter(name=TCP_PROXY_FILTER)
     out.typed_config.Pack(proxy)
     return out

@@ -403,7 +403,8 @@ def _auto_passthrough_chains(proxy: Proxy, push: PushContext, entry: GatewayServ
                 chain = FilterChain()
                 chain.filter_chain_match.server_names.append(cluster)
                 chain.filter_chain_match.application_protocols.extend(ALL_ISTIO_MTLS_ALPNS)
-                chain.filters.append(tcp_proxy(cluster, cluster, settings=cds.tcp_settings(rule, subset)))
+                settings = cds.tcp_settings(rule, subset, tunnel=False)  # istiod: no tunnel for passthrough
+                chain.filters.append(tcp_proxy(cluster, cluster, settings=settings))
                 chains.append(chain)
     return chains
 

@@ -305,3 +305,34 @@ def test_a_cidr_address_is_matched_by_destination_on_the_wildcard_listener() -> 
         with tempfile.TemporaryDirectory() as workdir:
             accepted, output = envoy_validate(envoy, bootstrap_for(sidecar(), push_of(RANGED)), Path(workdir))
         assert accepted, output
+
+
+def test_a_tunnel_wraps_the_tcp_proxy_in_connect() -> None:
+    """DestinationRule trafficPolicy.tunnel (istiod's tunnelingconfig.Apply): the route's tcp_proxy CONNECTs
+    (or POSTs) to targetHost:targetPort; a subset destination takes the subset's tunnel only."""
+    tunnel = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: default}
+spec:
+  host: db.default.svc.cluster.local
+  trafficPolicy: {tunnel: {targetHost: db.internal, targetPort: 5432}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {tunnel: {protocol: POST, targetHost: 2001:db8::5, targetPort: 5433}}
+---
+"""
+    without_rule = [doc for doc in SERVICES.split("---\n") if "kind: DestinationRule" not in doc]
+    text = "---\n".join(without_rule) + tunnel
+    (chain,) = listeners(text)["10.96.0.20_5432"].filter_chains
+    own = tcp_of(chain).tunneling_config
+    assert (own.hostname, own.use_post) == ("db.internal:5432", False)
+    to_v2 = tcp_of(listeners(text + WEIGHTED_TCP, labels={"app": "canary"})["10.96.0.20_5432"].filter_chains[0])
+    assert (to_v2.tunneling_config.hostname, to_v2.tunneling_config.use_post) == ("[2001:db8::5]:5433", True)
+    envoy = find_envoy()
+    if envoy is not None:
+        with tempfile.TemporaryDirectory() as workdir:
+            accepted, output = envoy_validate(envoy, bootstrap_for(sidecar(), push_of(text)), Path(workdir))
+        assert accepted, output
