@@ -392,7 +392,7 @@ class PushContext:
         return tuple(sorted((h for h in self._destination_rules_by_host if h.startswith("*")), key=lambda h: -len(h)))
 
     @cached_property
-    def _destination_rule_memo(self) -> dict[tuple[str, str], Config | None]:
+    def _destination_rule_memo(self) -> dict[tuple[str, str, tuple[ConfigKey, ...]], Config | None]:
         return {}
 
     def destination_rule(self, proxy: Proxy, hostname: str, *, inbound: bool = False) -> Config | None:

@@ -32,16 +32,9 @@ from pilot.model.service import labels_match
 from pilot.push.context import PushContext
 from pilot.push.locality import locality_lb
 from pilot.xds import locality, names
-from pilot.xds.cds import (
-    authn_deps,
-    authn_version,
-    destination_rule_tls_mode,
-    eds_resolution,
-    effective_policy,
-    endpoint_tls_metadata,
-    load_assignment,
-    subset_labels,
-)
+from pilot.xds.cds import eds_resolution, load_assignment
+from pilot.xds.cluster_policy import effective_policy, subset_labels
+from pilot.xds.cluster_tls import authn_deps, authn_version, destination_rule_tls_mode, endpoint_tls_metadata
 from pilot.xds.units import Unit
 
 

@@ -66,7 +66,8 @@ def http_connection_manager(
 
 @dataclass(frozen=True)
 class TcpProxySettings:
-    """What a DestinationRule sets on the tcp_proxy filters that lead to its host (pilot.xds.cds.tcp_settings)."""
+    """What a DestinationRule sets on the tcp_proxy filters that lead to its host
+    (pilot.xds.cluster_policy.tcp_settings)."""
 
     idle_timeout: duration_pb2.Duration | None = None
     max_connection_duration: duration_pb2.Duration | None = None

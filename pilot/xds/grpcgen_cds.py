@@ -8,7 +8,7 @@ belongs to a service in the proxy's scope (and, for a subset, to the Destination
 - DNS services get a LOGICAL_DNS cluster naming one ``host:port`` for gRPC's own resolver (istiod sends an
   EDS cluster whose assignment stays empty; gRPC cannot take host names in EDS).
 
-Traffic policies are merged as for Envoy (``cds.effective_policy``) and applied as far as gRPC implements
+Traffic policies are merged as for Envoy (``cluster_policy.effective_policy``) and applied as far as gRPC implements
 them: ``consistentHash`` becomes RING_HASH (gRPC has no Maglev), ROUND_ROBIN and an unset policy stay
 ROUND_ROBIN; other simple policies (LEAST_REQUEST, RANDOM...) are NACKed by gRPC's C-core as lb_policy
 values, so they become ROUND_ROBIN with a warning. Of the connection pool only ``http2MaxRequests`` applies
@@ -36,7 +36,8 @@ from pilot.model.service import Endpoint, Port, Resolution, Service, labels_matc
 from pilot.push.context import PushContext
 from pilot.push.scope import ProxyScope
 from pilot.xds import names
-from pilot.xds.cds import EffectivePolicy, effective_policy, load_assignment, subset_labels
+from pilot.xds.cds import load_assignment
+from pilot.xds.cluster_policy import EffectivePolicy, effective_policy, subset_labels
 from pilot.xds.eds import locality_balancer
 from pilot.xds.units import Unit
 

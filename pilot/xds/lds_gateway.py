@@ -63,7 +63,7 @@ from pilot.push.gateways import (
     is_https_terminating,
     protocol_of,
 )
-from pilot.xds import cds, mtls, names
+from pilot.xds import cluster_policy, mtls, names
 from pilot.xds.cds import config_source
 from pilot.xds.filters import add_tls_inspector, http_connection_manager, tcp_proxy, unique_chains
 from pilot.xds.rds import visibility_order
@@ -403,7 +403,7 @@ def _auto_passthrough_chains(proxy: Proxy, push: PushContext, entry: GatewayServ
                 chain = FilterChain()
                 chain.filter_chain_match.server_names.append(cluster)
                 chain.filter_chain_match.application_protocols.extend(ALL_ISTIO_MTLS_ALPNS)
-                settings = cds.tcp_settings(rule, subset, tunnel=False)  # istiod: no tunnel for passthrough
+                settings = cluster_policy.tcp_settings(rule, subset, tunnel=False)  # istiod: no tunnel for passthrough
                 chain.filters.append(tcp_proxy(cluster, cluster, settings=settings))
                 chains.append(chain)
     return chains
@@ -430,10 +430,10 @@ def route_filter(
     first_cluster, first_host = _destination(push, namespace, destinations[0].destination, port)
     rule = push.destination_rule(proxy, first_host)
     if len(destinations) == 1:
-        settings = cds.tcp_settings(rule, destinations[0].destination.subset or "")
+        settings = cluster_policy.tcp_settings(rule, destinations[0].destination.subset or "")
         return tcp_proxy(first_cluster, first_cluster, settings=settings)
     targets = [(_destination(push, namespace, r.destination, port)[0], r.weight or 0) for r in destinations]
     targets = [t for t in targets if t[1] > 0]
     if not targets:
         return None
-    return tcp_proxy(targets[0][0], weighted=targets, settings=cds.tcp_settings(rule))
+    return tcp_proxy(targets[0][0], weighted=targets, settings=cluster_policy.tcp_settings(rule))

@@ -33,7 +33,7 @@ from pilot.model.proxy import Proxy
 from pilot.model.service import Port, Protocol, Service, labels_match
 from pilot.push.context import BoundVirtualService, EgressListener, PushContext
 from pilot.xds import names
-from pilot.xds.cds import tcp_settings
+from pilot.xds.cluster_policy import tcp_settings
 from pilot.xds.filters import tcp_proxy, unique_chains
 from pilot.xds.lds_gateway import route_filter
 from pilot.xds.rds import visibility_order
