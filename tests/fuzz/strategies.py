@@ -13,10 +13,12 @@ NAMESPACE = "default"
 HOSTS = ("a.default.svc.cluster.local", "b.default.svc.cluster.local", "ext.example.com")
 PORTS = (80, 9080)
 SUBSETS = ("v1", "v2")
+TCP_HOST = "db.default.svc.cluster.local"
 
 # Mostly valid durations; "0s" and "1ms" are at (and just past) validation's edge.
 _durations = st.sampled_from(["1s", "0.5s", "100ms", "1.5s", "30s", "1m", "2h", "0.002s", "3600s", "0s", "1ms"])
 _small = st.integers(min_value=0, max_value=5)
+_ports = st.integers(min_value=1, max_value=65535)
 _percent = st.floats(min_value=0, max_value=100, allow_nan=False).map(lambda f: round(f, 3))
 _token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12).filter(
     lambda s: s[0].isalnum() and s[-1].isalnum()
@@ -190,9 +192,20 @@ def _traffic_policy(depth: int = 0) -> st.SearchStrategy[dict[str, Any]]:
         st.just({"useSourceIp": True}),
         st.fixed_dictionaries({"httpQueryParameterName": _token}),
     )
+    warmup = st.fixed_dictionaries(
+        {"duration": _durations},
+        optional={
+            "minimumPercent": st.floats(min_value=0, max_value=100),
+            "aggression": st.floats(min_value=1, max_value=10),
+        },
+    )
     load_balancer = st.one_of(
         st.fixed_dictionaries(
-            {"simple": st.sampled_from(["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "PASSTHROUGH", "LEAST_CONN"])}
+            {"simple": st.sampled_from(["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "PASSTHROUGH", "LEAST_CONN"])},
+            optional={"warmup": warmup},
+        ),
+        st.fixed_dictionaries(
+            {"simple": st.sampled_from(["ROUND_ROBIN", "LEAST_REQUEST"]), "warmupDurationSecs": _durations}
         ),
         hash_key.map(lambda k: {"consistentHash": k}),
         st.tuples(hash_key, st.integers(min_value=1, max_value=2**20)).map(
@@ -248,6 +261,10 @@ def _traffic_policy(depth: int = 0) -> st.SearchStrategy[dict[str, Any]]:
             optional={"sni": _token, "subjectAltNames": st.lists(_token, max_size=2)},
         ),
         st.fixed_dictionaries({"mode": st.just("SIMPLE"), "sni": _token, "insecureSkipVerify": st.booleans()}),
+        st.fixed_dictionaries(
+            {"mode": st.sampled_from(["SIMPLE", "MUTUAL"]), "credentialName": _token},
+            optional={"sni": _token, "subjectAltNames": st.lists(_token, max_size=2)},
+        ),
     )
     optional: dict[str, Any] = {
         "loadBalancer": load_balancer,
@@ -255,12 +272,25 @@ def _traffic_policy(depth: int = 0) -> st.SearchStrategy[dict[str, Any]]:
         "outlierDetection": outlier,
         "tls": tls,
     }
-    if depth == 0:
+    if depth == 0:  # neither port-level settings nor (pilot's strategies keep it simple) subsets have these
+        optional["retryBudget"] = st.fixed_dictionaries(
+            {},
+            optional={
+                "percent": st.floats(min_value=0, max_value=100),
+                "minRetryConcurrency": st.integers(min_value=0, max_value=100),
+            },
+        )
+        optional["proxyProtocol"] = st.fixed_dictionaries({}, optional={"version": st.sampled_from(["V1", "V2"])})
+        optional["tunnel"] = st.fixed_dictionaries(
+            {"targetHost": st.sampled_from(["db.internal", "10.1.2.3", "2001:db8::1"]), "targetPort": _ports},
+            optional={"protocol": st.sampled_from(["CONNECT", "POST"])},
+        )
         optional["portLevelSettings"] = st.lists(
             st.tuples(st.sampled_from(PORTS), _traffic_policy(1)).map(lambda t: {"port": {"number": t[0]}, **t[1]}),
             max_size=1,
         )
-    return st.fixed_dictionaries({}, optional=optional).filter(bool)
+    exclusive = ("tunnel", "proxyProtocol")  # istiod refuses a policy with both
+    return st.fixed_dictionaries({}, optional=optional).filter(lambda d: bool(d) and not all(k in d for k in exclusive))
 
 
 def _doc(kind: str, name: str, spec: dict[str, Any], group: str = "networking.istio.io/v1") -> dict[str, Any]:
@@ -288,6 +318,27 @@ def mesh(draw: st.DrawFn) -> list[dict[str, Any]]:
     """One namespace: three services on two HTTP ports, DestinationRules (maybe with subsets) for some, one or
     two VirtualServices bound to the mesh and to a gateway, and the gateway."""
     docs = [_service_entry(i, host) for i, host in enumerate(HOSTS)]
+    # A TCP service on a VIP (a sidecar TCP listener, whose tcp_proxy carries its rule's tcp settings), maybe
+    # with a rule, a CIDR range and a tcp route.
+    tcp_spec: dict[str, Any] = {
+        "hosts": [TCP_HOST],
+        "addresses": ["10.96.9.9", *(["10.77.0.0/16"] if draw(st.booleans()) else [])],
+        "location": "MESH_INTERNAL",
+        "ports": [{"number": 5432, "name": "tcp", "protocol": "TCP"}],
+        "resolution": "STATIC",
+        "endpoints": [{"address": "10.0.9.1", "labels": {"version": "v1"}}],
+    }
+    docs.append(_doc("ServiceEntry", "se-tcp", tcp_spec))
+    if draw(st.booleans()):
+        tcp_rule = {
+            "host": TCP_HOST,
+            "trafficPolicy": draw(_traffic_policy()),
+            "subsets": [{"name": "v1", "labels": {"version": "v1"}}],
+        }
+        docs.append(_doc("DestinationRule", "dr-tcp", tcp_rule))
+        if draw(st.booleans()):
+            route = {"tcp": [{"route": [{"destination": {"host": TCP_HOST, "subset": "v1"}}]}], "hosts": [TCP_HOST]}
+            docs.append(_doc("VirtualService", "vs-tcp", route))
     with_subsets = draw(st.booleans())
     for i, host in enumerate(HOSTS[:2]):
         if draw(st.booleans()) or with_subsets:
