@@ -52,8 +52,11 @@ def _serve(args: argparse.Namespace) -> int:
     except security_options.SecurityConfigError as exc:
         print(f"pilot serve: {exc}", file=sys.stderr)
         return 2
-    if (security.tls is not None or security.jwt_jwks is not None) and args.workers > 1:
-        print("pilot serve: --workers > 1 is not supported with TLS xDS or JWT options yet", file=sys.stderr)
+    if security.secure_monitoring and args.workers > 1:
+        print("pilot serve: --workers > 1 is not supported with --secure-monitoring-addr yet", file=sys.stderr)
+        return 2
+    if not args.grpc_addr and args.workers > 1:
+        print("pilot serve: --workers > 1 needs the plaintext xDS port (--grpc-addr)", file=sys.stderr)
         return 2
     try:
         env = settings.read_all()  # every PILOT_* value checked now: a bad one is one line, not a traceback later

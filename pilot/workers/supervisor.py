@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
@@ -89,6 +90,24 @@ def describe_exit(returncode: int) -> str:
     return f"exited with status {returncode}"
 
 
+def _security_args(options: ServerOptions) -> list[str]:
+    """TLS xDS and JWT flags for a worker: every worker serves the TLS port too (shared, SO_REUSEPORT, with the
+    port the supervisor resolved), with the same certificate files, which each worker reloads on its own.
+    istiod's environment settings (XDS_AUTH_PLAINTEXT, ...) reach workers through the environment."""
+    security = options.security
+    out = ["--trust-domain", security.trust_domain]
+    if security.tls is not None:
+        out += ["--secure-grpc-addr", security.secure_grpc_addr]
+        out += ["--tls-cert", str(security.tls.cert), "--tls-key", str(security.tls.key)]
+        if security.tls.ca is not None:
+            out += ["--ca-cert", str(security.tls.ca)]
+    if security.jwt_jwks is not None:
+        out += ["--jwt-jwks", str(security.jwt_jwks), "--jwt-issuer", security.jwt_issuer]
+        for audience in security.jwt_audiences:
+            out += ["--jwt-audience", audience]
+    return out
+
+
 def pilot_worker_command(options: ServerOptions, log_level: str) -> WorkerCommand:
     """The worker argv; PILOT_* settings (debounce, throttle, timeouts) reach workers through the environment."""
 
@@ -116,6 +135,7 @@ def pilot_worker_command(options: ServerOptions, log_level: str) -> WorkerComman
             "--worker-socket",
             str(worker.socket_path),
             *webhook,
+            *_security_args(options),
         ]
 
     return command
@@ -137,7 +157,9 @@ class Supervisor:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.options = options
         self._count = workers
-        self._command = worker_command or pilot_worker_command(options, log_level)
+        self._log_level = log_level
+        self._custom_command = worker_command  # else built once the ports are reserved (run())
+        self._command: WorkerCommand = worker_command or pilot_worker_command(options, log_level)
         self._policy = policy
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
@@ -145,6 +167,7 @@ class Supervisor:
         self._reserved: list[socket.socket] = []
         self._grpc_host = ""
         self._grpc_port = 0
+        self.secure_grpc_port = 0
         self._up = False
         self._stopping = asyncio.Event()
         self._failed = asyncio.Event()
@@ -173,10 +196,25 @@ class Supervisor:
     async def run(self, stop: asyncio.Event) -> int:
         """Serve until ``stop`` is set (exit status 0) or a worker cannot be kept running (1)."""
         try:
-            await self._reserve_grpc_port()
+            self._grpc_host, self._grpc_port = await self._reserve(self.options.grpc_addr, 15010)
         except OSError as exc:
             log.error("cannot bind the xDS address %s: %s", self.options.grpc_addr, exc.strerror or exc)
+            self._release()
             return 1
+        if self.options.security.secure_xds:
+            secure_addr = self.options.security.secure_grpc_addr
+            try:
+                host, self.secure_grpc_port = await self._reserve(secure_addr, 15012)
+            except OSError as exc:
+                log.error("cannot bind the TLS xDS address %s: %s", secure_addr, exc.strerror or exc)
+                self._release()
+                return 1
+            # Port 0 becomes one port for every worker, as for plaintext xDS.
+            resolved = f"[{host}]:{self.secure_grpc_port}" if ":" in host else f"{host}:{self.secure_grpc_port}"
+            security = dataclasses.replace(self.options.security, secure_grpc_addr=resolved)
+            self.options = dataclasses.replace(self.options, security=security)
+            if self._custom_command is None:
+                self._command = pilot_worker_command(self.options, self._log_level)
         try:
             try:
                 await self._start_monitoring()
@@ -200,16 +238,21 @@ class Supervisor:
         finally:
             if self._http_runner is not None:
                 await self._http_runner.cleanup()
-            for sock in self._reserved:
-                sock.close()
+            self._release()
         if self._failure:
             log.error("%s", self._failure)
             return 1
         log.info("all workers stopped")
         return 0
 
-    async def _reserve_grpc_port(self) -> None:
-        host, port = split_addr(self.options.grpc_addr, 15010)
+    def _release(self) -> None:
+        for sock in self._reserved:
+            sock.close()
+        self._reserved.clear()
+
+    async def _reserve(self, address: str, default_port: int) -> tuple[str, int]:
+        """Bind (without listening) ``address`` with SO_REUSEPORT and hold it; the host and concrete port."""
+        host, port = split_addr(address, default_port)
         infos = await asyncio.get_running_loop().getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
@@ -229,11 +272,9 @@ class Supervisor:
                 sock.bind((sockaddr[0], port, *sockaddr[2:]))
                 port = port or sock.getsockname()[1]
         except OSError:
-            for sock in self._reserved:
-                sock.close()
-            self._reserved.clear()
+            self._release()
             raise
-        self._grpc_host, self._grpc_port = host, port
+        return host, port
 
     async def _start_monitoring(self) -> None:
         host, port = split_addr(self.options.monitoring_addr, 15014)

@@ -24,7 +24,11 @@ def run(argv: list[str]) -> int:
         (["--secure-monitoring-addr", "127.0.0.1:0"], "--secure-monitoring-addr needs"),
         (["--jwt-jwks", "jwks.json"], "--jwt-jwks and --jwt-issuer"),
         (["--jwt-audience", "x"], "--jwt-audience needs --jwt-jwks"),
-        (["--tls-cert", "c", "--tls-key", "k", "--workers", "2"], "--workers > 1"),
+        (
+            ["--tls-cert", "c", "--tls-key", "k", "--secure-monitoring-addr", "127.0.0.1:0", "--workers", "2"],
+            "--workers > 1 is not supported with --secure-monitoring-addr",
+        ),
+        (["--tls-cert", "c", "--tls-key", "k", "--grpc-addr", "", "--workers", "2"], "needs the plaintext xDS port"),
     ],
 )
 def test_serve_flag_combinations(

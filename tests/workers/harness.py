@@ -29,13 +29,16 @@ BOOKINFO = REPO_ROOT / "examples" / "bookinfo"
 class SupervisorProcess:
     """``python -m pilot serve --workers N`` on a copy of examples/bookinfo; output in ``log_path``."""
 
-    def __init__(self, workdir: Path, *, workers: int = 2, grpc_addr: str = "127.0.0.1:0") -> None:
+    def __init__(
+        self, workdir: Path, *, workers: int = 2, grpc_addr: str = "127.0.0.1:0", extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.config_dir = workdir / "config"
         if not self.config_dir.exists():
             shutil.copytree(BOOKINFO, self.config_dir)
         self.log_path = workdir / "supervisor.log"
         self.workers = workers
         self.grpc_addr = grpc_addr
+        self.extra_args = extra_args
         self.monitoring_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -59,6 +62,7 @@ class SupervisorProcess:
             self.grpc_addr,
             "--monitoring-addr",
             f"127.0.0.1:{self.monitoring_port}",
+            *self.extra_args,
         ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

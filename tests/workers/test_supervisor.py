@@ -9,6 +9,7 @@ start failures that end the server once instead of looping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,6 +21,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
+import grpclib.const
+import grpclib.exceptions
 import pytest
 
 from pilot.server import ServerOptions
@@ -219,3 +222,42 @@ async def test_worker_that_cannot_start_ends_the_server_without_a_restart_loop(
     assert not any(worker.alive for worker in supervisor.workers)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "exited with status 1 before pilot was ready; giving up" in errors[0], errors
+
+
+async def test_workers_serve_authenticated_tls_xds_on_one_shared_port(tmp_path: Path) -> None:
+    """--workers 2 with --tls-cert/--tls-key/--ca-cert: every worker serves the TLS port (shared), each
+    authenticates client certificates; proxies land on both workers."""
+    from tests.e2e.harness import free_port
+    from tests.security.conftest import ads_first_response, connected_proxy
+    from tests.security.pki import Authority, client_context
+
+    authority = Authority()
+    ca_file = authority.write(tmp_path / "root.pem")
+    cert, key = authority.server().write(tmp_path, "pilot")
+    workload = authority.workload("default", "app").write(tmp_path, "workload")
+    secure_port = free_port()
+    args = ("--secure-grpc-addr", f"127.0.0.1:{secure_port}", "--tls-cert", str(cert), "--tls-key", str(key))
+    process = SupervisorProcess(tmp_path, extra_args=(*args, "--ca-cert", str(ca_file)))
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = MonitoringClient(session, process.url)
+            await start(process, client)
+            async with contextlib.AsyncExitStack() as stack:
+                for n in range(12):
+                    context = client_context(ca_file, workload)
+                    await stack.enter_async_context(
+                        connected_proxy(secure_port, "default", pod=f"app-{n}", ssl=context)
+                    )
+                adsz = await client.json("/debug/adsz")
+                assert adsz["totalClients"] == 12
+                workers = Counter(entry["worker"] for entry in adsz["clients"])
+                assert set(workers) == {0, 1}, f"the TLS connections are not on both workers: {workers}"
+            # Without a client certificate (and no token) a proxy is refused by whichever worker it reaches.
+            for _ in range(4):
+                with pytest.raises(grpclib.exceptions.GRPCError) as refused:
+                    await ads_first_response(secure_port, ssl=client_context(ca_file))
+                assert refused.value.status is grpclib.const.Status.UNAUTHENTICATED
+            process.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            assert await process.wait_exit(15) == 0
+    finally:
+        process.kill()
