@@ -20,13 +20,21 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pilot.model.proxy import parse_proxy
 from pilot.security import envoytls
-from pilot.xds.names import REST_REFRESH_DELAY_S, SDS_CLUSTER, SDS_SOCKET, XDS_GRPC_CLUSTER, XDS_REST_CLUSTER
+from pilot.xds.names import (
+    GRPC_CERTIFICATE_PROVIDER,
+    REST_REFRESH_DELAY_S,
+    SDS_CLUSTER,
+    SDS_SOCKET,
+    XDS_GRPC_CLUSTER,
+    XDS_REST_CLUSTER,
+)
 
 XDS_CLUSTER = XDS_GRPC_CLUSTER
 XDS_APIS = ("ads", "delta", "grpc", "delta-grpc", "rest")
@@ -172,9 +180,12 @@ def build_grpc_bootstrap(
     *,
     labels: Mapping[str, str] | None = None,
     namespace: str | None = None,
+    certificates: tuple[Path, Path, Path] | None = None,
 ) -> dict[str, Any]:
     """A gRPC xDS bootstrap (gRFC A27/A30): ``xds_servers`` with pilot's address, insecure channel credentials
-    and ``xds_v3``; the node with its id, and metadata GENERATOR, NAMESPACE and LABELS."""
+    and ``xds_v3``; the node with its id, and metadata GENERATOR, NAMESPACE and LABELS. ``certificates``
+    (workload certificate, key, root) become the ``default`` file_watcher certificate provider (gRFC A29) that
+    mesh mTLS clusters name, as istio-agent's gRPC bootstrap does."""
     proxy = parse_proxy(node_id, {"NAMESPACE": namespace} if namespace else None)
     host = f"[{xds_host}]" if ":" in xds_host else xds_host
     app = (labels or {}).get("app") or proxy.pod_name
@@ -183,7 +194,7 @@ def build_grpc_bootstrap(
         "NAMESPACE": proxy.namespace,
         "LABELS": dict(labels or {}),
     }
-    return {
+    out: dict[str, Any] = {
         "xds_servers": [
             {
                 "server_uri": f"{host}:{xds_port}",
@@ -193,6 +204,20 @@ def build_grpc_bootstrap(
         ],
         "node": {"id": node_id, "cluster": f"{app}.{proxy.namespace}", "metadata": metadata},
     }
+    if certificates is not None:
+        cert, key, ca = certificates
+        out["certificate_providers"] = {
+            GRPC_CERTIFICATE_PROVIDER: {
+                "plugin_name": "file_watcher",
+                "config": {
+                    "certificate_file": str(cert),
+                    "private_key_file": str(key),
+                    "ca_certificate_file": str(ca),
+                    "refresh_interval": "900s",
+                },
+            }
+        }
+    return out
 
 
 def render_grpc_bootstrap(config: dict[str, Any]) -> str:

@@ -186,8 +186,21 @@ def _bootstrap(args: argparse.Namespace) -> int:
     if args.xds_addr is None and args.xds_api != "rest":
         print(f"pilot bootstrap: --xds-addr is required with --xds-api {args.xds_api}", file=sys.stderr)
         return 2
+    if args.grpc and args.xds_tls:
+        print("pilot bootstrap: --xds-tls is for Envoy; gRPC clients reach pilot in plaintext", file=sys.stderr)
+        return 2
+    certificates = None
+    if args.grpc and (args.cert or args.key or args.ca):
+        if not (args.cert and args.key and args.ca):
+            print(
+                "pilot bootstrap: --grpc takes --cert FILE --key FILE --ca FILE together (the workload certificate "
+                "for mesh mTLS; the xDS channel stays plaintext)",
+                file=sys.stderr,
+            )
+            return 2
+        certificates = (Path(args.cert), Path(args.key), Path(args.ca))
     xds_tls = None
-    if args.xds_tls or args.cert or args.key or args.ca:
+    if not args.grpc and (args.xds_tls or args.cert or args.key or args.ca):
         from pilot.security.envoytls import XdsClientTls
 
         if not (args.xds_tls and args.cert and args.key and args.ca) or args.grpc or args.xds_api == "rest":
@@ -202,7 +215,9 @@ def _bootstrap(args: argparse.Namespace) -> int:
     try:
         if args.grpc:
             text = render_grpc_bootstrap(
-                build_grpc_bootstrap(args.node_id, host, port, labels=labels, namespace=args.namespace)
+                build_grpc_bootstrap(
+                    args.node_id, host, port, labels=labels, namespace=args.namespace, certificates=certificates
+                )
             )
         else:
             config = build_bootstrap(
@@ -334,9 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="reach pilot's TLS xDS port (15012) with the client certificate --cert/--key, trusting --ca",
     )
-    boot.add_argument("--cert", metavar="FILE", help="the proxy's certificate (PEM, SPIFFE URI SAN) for --xds-tls")
+    boot.add_argument(
+        "--cert",
+        metavar="FILE",
+        help="the proxy's certificate (PEM, SPIFFE URI SAN): for --xds-tls, or with --grpc for mesh mTLS",
+    )
     boot.add_argument("--key", metavar="FILE", help="private key of --cert")
-    boot.add_argument("--ca", metavar="FILE", help="root (PEM) of pilot's serving certificate for --xds-tls")
+    boot.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="root (PEM) of pilot's serving certificate for --xds-tls; with --grpc, the mesh root",
+    )
     boot.add_argument("--xds-sni", metavar="NAME", help="TLS server name to send with --xds-tls (optional)")
     boot.add_argument("--output", "-o", help="write to this file (atomically) instead of standard output")
     boot.set_defaults(func=_bootstrap)

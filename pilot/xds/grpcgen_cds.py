@@ -28,6 +28,7 @@ from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from pilot.config.convert import enum_name
 from pilot.model.config import ENDPOINTS_KIND, SERVICE_KIND, Config, ConfigKey
@@ -38,7 +39,9 @@ from pilot.push.scope import ProxyScope
 from pilot.xds import names
 from pilot.xds.cds import load_assignment
 from pilot.xds.cluster_policy import EffectivePolicy, effective_policy, subset_labels
+from pilot.xds.cluster_tls import TLS_TRANSPORT_SOCKET
 from pilot.xds.eds import locality_balancer
+from pilot.xds.names import GRPC_CERTIFICATE_PROVIDER
 from pilot.xds.units import Unit
 
 log = logging.getLogger(__name__)
@@ -111,8 +114,32 @@ def _build_cluster(
         cluster.type = Cluster.EDS
         cluster.eds_cluster_config.service_name = name
         cluster.eds_cluster_config.eds_config.ads.SetInParent()
-    apply_policy(cluster, effective_policy(rule, port.number, subset))
+    policy = effective_policy(rule, port.number, subset)
+    apply_policy(cluster, policy)
+    apply_istio_mutual(cluster, policy, service)
     return (cluster,)
+
+
+def apply_istio_mutual(cluster: Cluster, policy: EffectivePolicy, service: Service) -> None:
+    """istiod's grpcgen applyTLS: only an explicit ISTIO_MUTUAL (gRPC cannot tell which servers take mTLS,
+    so there is no auto-mTLS), as certificate-provider TLS: the ``default`` provider of the client's bootstrap
+    (``pilot bootstrap --grpc --cert --key --ca``) gives certificate ``default`` and root ``ROOTCA``; the
+    server's identities are the rule's subjectAltNames, else the service's. A client that does not use xDS
+    credentials ignores it and stays plaintext."""
+    if enum_name(getattr(policy.tls, "mode", None)) != "ISTIO_MUTUAL":
+        return
+    context = tls_pb2.UpstreamTlsContext()
+    common = context.common_tls_context
+    common.tls_certificate_provider_instance.instance_name = GRPC_CERTIFICATE_PROVIDER
+    common.tls_certificate_provider_instance.certificate_name = names.SDS_DEFAULT_RESOURCE
+    validation = common.combined_validation_context.default_validation_context
+    validation.ca_certificate_provider_instance.instance_name = GRPC_CERTIFICATE_PROVIDER
+    validation.ca_certificate_provider_instance.certificate_name = names.SDS_ROOT_RESOURCE
+    sans = list(getattr(policy.tls, "subject_alt_names", None) or service.subject_alt_names)
+    for san in sans:  # untyped, as istiod sends them to gRPC
+        validation.match_subject_alt_names.add(exact=san)
+    cluster.transport_socket.name = TLS_TRANSPORT_SOCKET
+    cluster.transport_socket.typed_config.Pack(context)
 
 
 def _logical_dns_assignment(

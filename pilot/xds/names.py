@@ -71,6 +71,9 @@ SHORT_TYPE = {CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", LISTENER_TYPE: "lds", R
 # The bootstrap's clusters for pilot itself (pilot bootstrap writes them). Proxies not on ADS name them again in
 # the EDS and RDS config sources pilot generates for them: Envoy does not implement the "self" config source.
 XDS_GRPC_CLUSTER = "xds-grpc"
+# The certificate provider instance of proxyless gRPC (its bootstrap's, istio-agent's name): certificate
+# "default" is the workload's, "ROOTCA" the mesh root.
+GRPC_CERTIFICATE_PROVIDER = "default"
 XDS_REST_CLUSTER = "xds-rest"
 REST_REFRESH_DELAY_S = 1
 

@@ -2,7 +2,9 @@
 
 It reads one JSON command per line on stdin and answers one JSON line on stdout, so one process (one gRPC
 xDS client, one channel per target) lives through a whole test module and sees config changes as a real
-client would. GRPC_XDS_BOOTSTRAP in its environment names pilot.
+client would. GRPC_XDS_BOOTSTRAP in its environment names pilot. With PILOT_TEST_XDS_CREDENTIALS=1 its channels use xDS
+credentials (the TLS that the clusters' transport sockets configure, plaintext where they configure none), as
+an application using Istio's proxyless mTLS does.
 
 Command: ``{"target": "xds:///host:port", "count": N, "timeout": seconds, "metadata": {k: v}}``: N unary
 calls of ``/pilot.test.Echo/Call`` one after the other, each with its own deadline. Answer:
@@ -12,11 +14,13 @@ calls of ``/pilot.test.Echo/Call`` one after the other, each with its own deadli
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from typing import Any
 
 import grpc
+import grpc.experimental
 
 METHOD = "/pilot.test.Echo/Call"
 
@@ -46,7 +50,12 @@ def main() -> int:
         target = command["target"]
         channel = channels.get(target)
         if channel is None:
-            channel = channels[target] = grpc.insecure_channel(target)
+            if os.environ.get("PILOT_TEST_XDS_CREDENTIALS") == "1":
+                fallback = grpc.experimental.insecure_channel_credentials()  # where a cluster configures no TLS
+                credentials = grpc.xds_channel_credentials(fallback)
+                channel = channels[target] = grpc.secure_channel(target, credentials)
+            else:
+                channel = channels[target] = grpc.insecure_channel(target)
         sys.stdout.write(json.dumps(_calls(channel, command)) + "\n")
         sys.stdout.flush()
     for channel in channels.values():

@@ -32,10 +32,11 @@ STOP_GRACE = 0.5  # seconds a stopping server lets calls finish
 class EchoServer:
     """A grpcio server on its own loopback address that answers every call with its name."""
 
-    def __init__(self, name: str, host: str, labels: Mapping[str, str] | None = None) -> None:
+    def __init__(self, name: str, host: str, labels: Mapping[str, str] | None = None, tls: Any = None) -> None:
         self.name = name
         self.host = host
         self.labels = dict(labels or {})
+        self.tls = tls  # grpc.ServerCredentials: a TLS server (e.g. requiring client certificates)
         self.port = 0
         self._calls = 0
         self._lock = threading.Lock()
@@ -57,7 +58,10 @@ class EchoServer:
             SERVICE_NAME, {"Call": grpc.unary_unary_rpc_method_handler(self._call)}
         )
         server.add_generic_rpc_handlers((handler,))
-        self.port = server.add_insecure_port(f"{self.host}:0")
+        if self.tls is not None:
+            self.port = server.add_secure_port(f"{self.host}:0", self.tls)
+        else:
+            self.port = server.add_insecure_port(f"{self.host}:0")
         server.start()
         self._server = server
 
@@ -76,12 +80,12 @@ class EchoServers:
     def __init__(self) -> None:
         self.started: list[EchoServer] = []
 
-    def start(self, *names: str) -> list[EchoServer]:
+    def start(self, *names: str, tls: Any = None) -> list[EchoServer]:
         """One server per name; names like v1, v2 get the label ``version: <name>`` (DestinationRule subsets)."""
         out = []
         for name in names:
             labels = {"version": name} if re.fullmatch(r"v\d+", name) else {}
-            server = EchoServer(name, next_loopback_host(), labels)
+            server = EchoServer(name, next_loopback_host(), labels, tls)
             server.start()
             self.started.append(server)
             out.append(server)
@@ -93,9 +97,11 @@ class EchoServers:
         self.started.clear()
 
 
-def write_grpc_bootstrap(path: Path, xds_port: int, node_id: str, labels: Mapping[str, str]) -> None:
+def write_grpc_bootstrap(
+    path: Path, xds_port: int, node_id: str, labels: Mapping[str, str], extra_args: tuple[str, ...] = ()
+) -> None:
     """The client's GRPC_XDS_BOOTSTRAP, written by the real command line."""
-    cmd = [sys.executable, "-m", "pilot", "bootstrap", "--grpc", "--node-id", node_id]
+    cmd = [sys.executable, "-m", "pilot", "bootstrap", "--grpc", "--node-id", node_id, *extra_args]
     cmd += ["--xds-addr", f"127.0.0.1:{xds_port}", "--output", str(path)]
     for key, value in labels.items():
         cmd += ["--label", f"{key}={value}"]
@@ -106,8 +112,9 @@ def write_grpc_bootstrap(path: Path, xds_port: int, node_id: str, labels: Mappin
 class GrpcClient:
     """One grpcio xDS client process; ``calls`` runs a batch of unary calls through it."""
 
-    def __init__(self, bootstrap: Path, log_path: Path) -> None:
+    def __init__(self, bootstrap: Path, log_path: Path, env: Mapping[str, str] | None = None) -> None:
         self.bootstrap = bootstrap
+        self.extra_env = dict(env or {})
         self.log_path = log_path
         self.last_details: dict[str, str] = {}  # status code -> details, from the last batch
         self._log = open(log_path, "ab")  # the client's stderr for its whole life; closed in stop()
@@ -116,6 +123,7 @@ class GrpcClient:
     async def start(self) -> None:
         env = _python_env()
         env.update({"GRPC_XDS_BOOTSTRAP": str(self.bootstrap), "GRPC_TRACE": "xds_client", "GRPC_VERBOSITY": "debug"})
+        env.update(self.extra_env)
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -50,6 +50,8 @@ def test_stdout_namespace_override_and_ipv6_server(capsys: pytest.CaptureFixture
         (["--xds-addr", "127.0.0.1:15010", "--xds-api", "delta"], "ADS only"),
         ([], "--xds-addr is required"),
         (["--xds-addr", "127.0.0.1:15010", "--output", "/nonexistent-dir/b.json"], "--output /nonexistent-dir/b.json"),
+        (["--xds-addr", "127.0.0.1:15010", "--cert", "c.pem"], "--grpc takes --cert FILE --key FILE --ca FILE"),
+        (["--xds-addr", "127.0.0.1:15010", "--xds-tls"], "--xds-tls is for Envoy"),
     ],
 )
 def test_bad_input_is_one_clear_line(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
@@ -61,3 +63,34 @@ def test_bad_input_is_one_clear_line(capsys: pytest.CaptureFixture[str], args: l
 def test_bad_node_id(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bootstrap", "--grpc", "--node-id", "client", "--xds-addr", "127.0.0.1:15010"]) == 2
     assert "expected 4 parts" in capsys.readouterr().err
+
+
+def test_workload_certificates_become_the_default_certificate_provider(tmp_path: Path) -> None:
+    """istio-agent's gRPC bootstrap: a file_watcher provider named ``default`` that ISTIO_MUTUAL clusters name
+    (certificate ``default``, root ``ROOTCA``); the xDS channel itself stays plaintext."""
+    files = [tmp_path / name for name in ("cert.pem", "key.pem", "root.pem")]
+    args = ["bootstrap", "--grpc", "--node-id", NODE, "--xds-addr", "127.0.0.1:15010"]
+    args += [
+        "--cert",
+        str(files[0]),
+        "--key",
+        str(files[1]),
+        "--ca",
+        str(files[2]),
+        "--output",
+        str(tmp_path / "b.json"),
+    ]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "b.json").read_text())
+    assert config["certificate_providers"] == {
+        "default": {
+            "plugin_name": "file_watcher",
+            "config": {
+                "certificate_file": str(files[0]),
+                "private_key_file": str(files[1]),
+                "ca_certificate_file": str(files[2]),
+                "refresh_interval": "900s",
+            },
+        }
+    }
+    assert config["xds_servers"][0]["channel_creds"] == [{"type": "insecure"}]
