@@ -27,6 +27,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from pilot.model.service import DEFAULT_TRUST_DOMAIN
 from pilot.server import ServerOptions, split_addr
 from pilot.workers import aggregate
 from pilot.workers.handle import WorkerHandle, WorkerState
@@ -95,7 +96,7 @@ def _security_args(options: ServerOptions) -> list[str]:
     port the supervisor resolved), with the same certificate files, which each worker reloads on its own.
     istiod's environment settings (XDS_AUTH_PLAINTEXT, ...) reach workers through the environment."""
     security = options.security
-    out = ["--trust-domain", security.trust_domain]
+    out = ["--trust-domain", security.trust_domain] if security.trust_domain != DEFAULT_TRUST_DOMAIN else []
     if security.tls is not None:
         out += ["--secure-grpc-addr", security.secure_grpc_addr]
         out += ["--tls-cert", str(security.tls.cert), "--tls-key", str(security.tls.key)]
