@@ -171,6 +171,7 @@ def render_bootstrap(config: dict[str, Any]) -> str:
 
 
 GRPC_GENERATOR = "grpc"  # node.metadata.GENERATOR that selects pilot.xds.grpcgen
+GRPC_SERVER_LISTENER_TEMPLATE = "xds.istio.io/grpc/lds/inbound/%s"
 
 
 def build_grpc_bootstrap(
@@ -203,6 +204,8 @@ def build_grpc_bootstrap(
             }
         ],
         "node": {"id": node_id, "cluster": f"{app}.{proxy.namespace}", "metadata": metadata},
+        # What an xDS-enabled gRPC server asks for its listening address (istio-agent's template).
+        "server_listener_resource_name_template": GRPC_SERVER_LISTENER_TEMPLATE,
     }
     if certificates is not None:
         cert, key, ca = certificates

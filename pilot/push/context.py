@@ -37,7 +37,7 @@ from pilot.model.host import MESH_GATEWAY, matches, resolve_gateway_name, resolv
 from pilot.model.proxy import Proxy
 from pilot.model.service import Port, Protocol, Resolution, Service, ServiceEndpoints, labels_match
 from pilot.push import credentials
-from pilot.push.authn import AuthnPolicies, has_workload_certificates
+from pilot.push.authn import TLS_MODE_LABEL, AuthnPolicies, has_workload_certificates
 from pilot.push.delegation import is_delegate, merge_virtual_service
 from pilot.push.gateways import REJECTED_STATUS, MergedGateway, merge_gateways
 from pilot.push.instances import AddressIndex, ServiceTarget, targets_at, targets_by_address
@@ -668,8 +668,14 @@ class PushContext:
         # Which generator serves the node: Envoy's (""), or "grpc" for proxyless gRPC (pilot.xds.grpcgen),
         # which generates no server side.
         generator = str(proxy.metadata.get("GENERATOR") or "")
-        if generator:
-            inbound = ()
+        if generator and not proxy.is_router:
+            # A proxyless gRPC server's listeners read its targets, its mTLS policy and its tlsMode label.
+            targets = tuple(t.signature for t in self.service_targets(proxy))
+            if targets:
+                peer = self.authn_policies.effective(proxy.namespace, proxy.labels)
+                inbound = (generator, targets, peer, proxy.labels.get(TLS_MODE_LABEL, ""))
+            else:
+                inbound = ()
         outbound = (
             proxy.type,
             proxy.namespace,

@@ -27,7 +27,7 @@ from pilot.model.config import ConfigKey
 from pilot.model.proxy import Proxy
 from pilot.push.context import PushContext, View
 from pilot.push.scope import scope_for
-from pilot.xds import cds, cds_gateway, eds, grpcgen, lds, rds, sds
+from pilot.xds import cds, cds_gateway, eds, grpcgen, grpcgen_lds, lds, rds, sds
 from pilot.xds.cache import XdsCache
 from pilot.xds.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE, SECRET_TYPE
 from pilot.xds.resource import Resource
@@ -149,7 +149,7 @@ class Generator:
             push,
             names,
             lambda: shared.extended(
-                self._of_units(type_url, self.inbound_units(type_url, proxy, push, view), names, push.number)
+                self._of_units(type_url, self.inbound_units(type_url, proxy, push, view, names), names, push.number)
             ),
         )
 
@@ -203,7 +203,7 @@ class Generator:
 
     def resources(self, type_url: str, proxy: Proxy, push: PushContext, names: Iterable[str] | None) -> list[Resource]:
         """Every resource of one type for a proxy, both sides: all of them (names None) or the requested names."""
-        units = [*self.units(type_url, proxy, push, names), *self.inbound_units(type_url, proxy, push)]
+        units = [*self.units(type_url, proxy, push, names), *self.inbound_units(type_url, proxy, push, None, names)]
         return self._of_units(type_url, units, names, push.number)
 
     def _of_units(
@@ -237,12 +237,22 @@ class Generator:
             return [rds.route_unit(proxy, push, scope, n, parts) for n in sorted(names or ())]
         return []
 
-    def inbound_units(self, type_url: str, proxy: Proxy, push: PushContext, view: View | None = None) -> list[Unit]:
-        """A sidecar's inbound listeners and clusters (its own service instances), none for other types."""
+    def inbound_units(
+        self,
+        type_url: str,
+        proxy: Proxy,
+        push: PushContext,
+        view: View | None = None,
+        names: Iterable[str] | None = None,
+    ) -> list[Unit]:
+        """A sidecar's inbound listeners and clusters (its own service instances), none for other types; for a
+        proxyless gRPC server, the server listeners it asks for by name."""
         if view is None:
             view = push.view_of(proxy)
         if not view.inbound:
             return []
+        if grpcgen.is_grpc(proxy):
+            return grpcgen_lds.server_listener_units(proxy, push, names or ()) if type_url == LISTENER_TYPE else []
         if type_url == CLUSTER_TYPE:
             return cds.inbound_cluster_units(proxy, push)
         if type_url == LISTENER_TYPE:

@@ -19,9 +19,11 @@ snapshot with Envoy proxies either.
 Wildcard requests (gRPC never sends them) are answered as istiod answers them: every service port's
 listener for LDS, no cluster for CDS.
 
-Not generated: the server side (``xds.istio.io/grpc/lds/inbound/...`` listeners for xDS-enabled gRPC servers)
-and mTLS through gRPC certificate providers (DestinationRule ISTIO_MUTUAL; auto-mTLS is off for gRPC, as in
-istiod), which needs ``certificate_providers`` in the bootstrap and workload certificates on disk.
+xDS-enabled gRPC servers ask for ``xds.istio.io/grpc/lds/inbound/<address>:<port>`` and get istiod's inbound
+listener (``pilot.xds.grpcgen_lds.server_listener_units``): plaintext, or mTLS when the PeerAuthentication in
+effect is STRICT. Mesh mTLS uses the bootstrap's ``default`` certificate provider (``pilot bootstrap --grpc
+--cert --key --ca``): clusters with DestinationRule ISTIO_MUTUAL, server listeners under STRICT. Auto-mTLS is
+off for gRPC clients, as in istiod.
 """
 
 from __future__ import annotations

@@ -7,8 +7,12 @@ requested spelling and port, named ``<requested host>:<port>``, carrying an Http
 the fault and router filters and RDS ``outbound|<port>||<fqdn>`` over ADS. A wildcard request gets every
 service port, named ``<fqdn>:<port>``.
 
-Server-side names (``xds.istio.io/grpc/lds/inbound/...``, asked by xDS-enabled gRPC servers) are not
-answered: the server keeps waiting for its listener, as it would for an unknown one.
+Server-side names (``xds.istio.io/grpc/lds/inbound/<address>:<port>``, asked by xDS-enabled gRPC servers)
+get istiod's inbound listener when the node is an instance of a service on that port: one filter chain whose
+HttpConnectionManager routes everything to the server itself (non-forwarding), in plaintext, or with mTLS
+(certificate provider ``default``, client certificate required) when the PeerAuthentication in effect is
+STRICT, or PERMISSIVE on a workload labelled ``security.istio.io/tlsMode: istio`` (gRPC has no permissive
+mode: its clients then use mTLS). A port the node serves no service on gets no listener (the server waits).
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
-from envoy.config.listener.v3 import listener_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from pilot.model.config import SERVICE_KIND, ConfigKey
 from pilot.model.proxy import Proxy
 from pilot.model.service import Port, Service
+from pilot.push.authn import TLS_MODE_ISTIO, TLS_MODE_LABEL, MtlsMode
 from pilot.push.context import PushContext
 from pilot.push.scope import ProxyScope
 from pilot.xds import names
@@ -82,8 +88,7 @@ def _wanted_by_host(requested: Iterable[str], proxy: Proxy, domain_suffix: str) 
     wanted: dict[str, _Wanted] = {}
     for name in requested:
         if name.startswith(SERVER_LISTENER_PREFIX):
-            log.debug("proxy %s: gRPC server listener %s is not supported", proxy.id, name)
-            continue
+            continue  # a server's own listener: server_listener_units
         split = split_host_port(name)
         spelling = split[0] if split is not None else name
         hosts = [spelling]
@@ -123,6 +128,63 @@ def listener_units(proxy: Proxy, push: PushContext, scope: ProxyScope, requested
                 key = ("grpc-lds", name, service.hostname, port.number)
                 units.append(Unit(key, deps, partial(_build, name, service, port)))
     return units
+
+
+def server_listener_units(proxy: Proxy, push: PushContext, requested: Iterable[str]) -> list[Unit]:
+    """The inbound listeners an xDS-enabled gRPC server asks for (istiod's buildInboundListeners)."""
+    by_port = {}
+    for target in push.service_targets(proxy):
+        by_port.setdefault(target.target_port, target)  # istiod: one service target per workload port
+    peer = push.authn_policies.effective(proxy.namespace, proxy.labels)
+    authn = tuple(push.authn_policies.keys_in((proxy.namespace, push.root_namespace)))
+    units = []
+    for name in sorted(n for n in requested if n.startswith(SERVER_LISTENER_PREFIX)):
+        split = split_host_port(name[len(SERVER_LISTENER_PREFIX) :])
+        if split is None or not split[1].isdigit():
+            log.warning("proxy %s: cannot read the address of gRPC server listener %s", proxy.id, name)
+            continue
+        host, port = split[0], int(split[1])
+        target = by_port.get(port)
+        if target is None:
+            log.warning("proxy %s: no service instance on port %d for gRPC server listener %s", proxy.id, port, name)
+            continue
+        mode = peer.mode_for_port(port)
+        if proxy.labels.get(TLS_MODE_LABEL) == TLS_MODE_ISTIO and mode is MtlsMode.PERMISSIVE:
+            mode = MtlsMode.STRICT  # its clients use mTLS (auto-mTLS), and gRPC cannot take both
+        mtls = mode is MtlsMode.STRICT
+        deps = (ConfigKey(SERVICE_KIND, target.service.namespace, target.service.hostname), *authn)
+        key = ("grpc-lds-inbound", name, target.signature, mtls)
+        units.append(Unit(key, deps, partial(_server_listener, name, host, port, mtls)))
+    return units
+
+
+def _server_listener(name: str, host: str, port: int, mtls: bool) -> tuple[listener_pb2.Listener]:
+    manager = hcm_pb2.HttpConnectionManager()
+    route_config = manager.route_config
+    route_config.name = "inbound"
+    vhost = route_config.virtual_hosts.add(domains=["*"])
+    route = vhost.routes.add()
+    route.match.prefix = "/"
+    route.non_forwarding_action.SetInParent()
+    manager.http_filters.add(name=names.ROUTER_FILTER).typed_config.Pack(router_pb2.Router())
+    chain = listener_components_pb2.FilterChain(name="inbound-mtls" if mtls else "inbound-plaintext")
+    chain.filters.add(name="inbound-hcm").typed_config.Pack(manager)
+    if mtls:
+        context = tls_pb2.DownstreamTlsContext()
+        context.require_client_certificate.value = True
+        common = context.common_tls_context
+        common.tls_certificate_provider_instance.instance_name = names.GRPC_CERTIFICATE_PROVIDER
+        common.tls_certificate_provider_instance.certificate_name = names.SDS_DEFAULT_RESOURCE
+        validation = common.combined_validation_context.default_validation_context
+        validation.ca_certificate_provider_instance.instance_name = names.GRPC_CERTIFICATE_PROVIDER
+        validation.ca_certificate_provider_instance.certificate_name = names.SDS_ROOT_RESOURCE
+        chain.transport_socket.name = "envoy.transport_sockets.tls"
+        chain.transport_socket.typed_config.Pack(context)
+    listener = listener_pb2.Listener(name=name)
+    listener.address.socket_address.address = host
+    listener.address.socket_address.port_value = port
+    listener.filter_chains.append(chain)
+    return (listener,)
 
 
 def _build(name: str, service: Service, port: Port) -> tuple[listener_pb2.Listener]:

@@ -28,6 +28,7 @@ def test_file_names_pilot_and_asks_for_the_grpc_generator(tmp_path: Path) -> Non
             "cluster": "client.shop",
             "metadata": {"GENERATOR": "grpc", "NAMESPACE": "shop", "LABELS": {"app": "client"}},
         },
+        "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
     }
     assert not list(tmp_path.glob(".*.tmp")), "the staging file was left behind"
     # What pilot reads back from that node: the namespace, the labels, and the generator.
