@@ -13,9 +13,11 @@ service (in istiod's visibility order) are read:
   matched on the service's hostname when the listener is not the service's own (a wildcard or shared
   address, as for ServiceEntries of external HTTPS hosts on 0.0.0.0_443), else unmatched.
 
-Routes go to one cluster or to weighted clusters (tcp_proxy). Chains whose match repeats an earlier one are
-dropped (Envoy rejects the listener otherwise), and a listener with SNI matches gets the TLS inspector
-(pilot.xds.filters).
+Routes go to one cluster or to weighted clusters (tcp_proxy), with the tcp settings of the destination's
+DestinationRule (idle timeout, connection duration, source-IP hash, tunnel: pilot.xds.cluster_policy). A
+service with CIDR addresses gets chains matching its ranges on 0.0.0.0_<port>, so it can share that listener.
+Chains whose match repeats an earlier one are dropped (Envoy rejects the listener otherwise), and a listener
+with SNI matches gets the TLS inspector (pilot.xds.filters).
 """
 
 from __future__ import annotations
