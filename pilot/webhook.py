@@ -30,12 +30,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -45,6 +45,7 @@ from pilot.config import validation
 from pilot.config.loader import LoadError, load_object
 from pilot.httpbody import read_bounded
 from pilot.model.config import ISTIO_GROUP, SECURITY_GROUP
+from pilot.security.tls import HTTP_ALPN, ReloadingContext, TlsConfigError, TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -88,109 +89,6 @@ class WebhookCertificateError(Exception):
 
 class BadReview(Exception):
     """The request is not an AdmissionReview this server can answer (HTTP 400)."""
-
-
-# ----- certificates --------------------------------------------------------------------------------------------
-
-
-def _server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])  # aiohttp speaks HTTP/1.1 only; the API server also offers h2
-    context.load_cert_chain(cert_file, key_file)
-    return context
-
-
-FileStamp = tuple[tuple[int, int, int, int], ...]
-
-
-def _stamp(*paths: str) -> FileStamp:
-    """What identifies a version of the files: a rewrite, an atomic rename or a symlink swap all change it."""
-    out = []
-    for path in paths:
-        st = os.stat(path)  # follows symlinks, as a Secret volume's ..data links need
-        out.append((st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
-    return tuple(out)
-
-
-class CertificateReloader:
-    """Serves the newest loadable certificate/key pair on every new TLS connection.
-
-    ``context`` is the listening context; its handshake callback (OpenSSL's servername callback, which runs on
-    every handshake, with or without SNI) checks the files at most once per ``interval`` and hands the
-    connection the current context.
-    """
-
-    def __init__(
-        self,
-        cert_file: str,
-        key_file: str,
-        *,
-        interval: float = CERT_CHECK_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.cert_file = cert_file
-        self.key_file = key_file
-        self.interval = interval
-        self.clock = clock
-        self.reloads = 0  # successful reloads after the first load
-        try:
-            self._loaded = _stamp(cert_file, key_file)
-            self.context = _server_context(cert_file, key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise WebhookCertificateError(f"webhook certificate {cert_file} / key {key_file}: {exc}") from exc
-        self.context.sni_callback = self._on_handshake
-        self._current = self.context
-        self._failed: FileStamp | None = None  # a pair that did not load: not tried again until it changes
-        self._unreadable = False
-        self._next_check = clock() + interval
-
-    @property
-    def current(self) -> ssl.SSLContext:
-        return self._current
-
-    def check(self) -> None:
-        """Reload the pair if the files changed since the last check; at most once per interval."""
-        now = self.clock()
-        if now < self._next_check:
-            return
-        self._next_check = now + self.interval
-        try:
-            stamp = _stamp(self.cert_file, self.key_file)
-        except OSError as exc:
-            if not self._unreadable:  # once, not every interval
-                log.warning("webhook certificate files unreadable, keeping the loaded pair: %s", exc)
-                self._unreadable = True
-            return
-        self._unreadable = False
-        if stamp == self._loaded or stamp == self._failed:
-            return
-        try:
-            context = _server_context(self.cert_file, self.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            # Often a rotation caught half-written; the next change of either file is tried again.
-            log.warning(
-                "webhook certificate %s / key %s not loaded, keeping the previous pair: %s",
-                self.cert_file,
-                self.key_file,
-                exc,
-            )
-            self._failed = stamp
-            return
-        self._current = context
-        self._loaded = stamp
-        self._failed = None
-        self.reloads += 1
-        log.info("webhook certificate reloaded from %s", self.cert_file)
-
-    def _on_handshake(self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: Any) -> None:
-        # An exception here would fail the handshake with an alert and no trace: log and go on instead.
-        try:
-            self.check()
-            if connection.context is not self._current:
-                connection.context = self._current
-        except Exception:
-            log.exception("webhook certificate check failed")
 
 
 # ----- admission reviews ---------------------------------------------------------------------------------------
@@ -351,7 +249,7 @@ class WebhookServer:
         self.body_read_timeout = body_read_timeout
         self.reload_interval = reload_interval
         self.clock = clock
-        self.certificates: CertificateReloader | None = None
+        self.certificates: ReloadingContext | None = None
         # istiod's counters, by label values: (group, version, resource), (..., reason), HTTP status.
         self.passed: Counter[tuple[str, str, str]] = Counter()
         self.failed: Counter[tuple[str, str, str, str]] = Counter()
@@ -363,9 +261,14 @@ class WebhookServer:
         self._resources: set[tuple[str, str, str]] = set()  # (group, version, resource) label sets counted so far
 
     async def start(self) -> None:
-        self.certificates = CertificateReloader(
-            self.cert_file, self.key_file, interval=self.reload_interval, clock=self.clock
-        )
+        # The same reloading serving context as pilot's TLS xDS port (a rotated Secret reaches new connections).
+        files = TlsFiles(Path(self.cert_file), Path(self.key_file))
+        try:
+            self.certificates = ReloadingContext(
+                files, HTTP_ALPN, what="webhook certificate", interval=self.reload_interval, clock=self.clock
+            )
+        except TlsConfigError as exc:
+            raise WebhookCertificateError(str(exc)) from exc
         self._validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-validate")
         self._web = web.Server(
             self._handle, keepalive_timeout=self.header_read_timeout, lingering_time=LINGERING_TIME, access_log=None

@@ -94,6 +94,7 @@ class ReloadingContext:
         self.context.sni_callback = self._on_handshake
         self._current = self.context
         self._failed: Stamp | None = None
+        self._unreadable = False  # the files could not be stat'ed at the last check (logged once)
         self._next_check = clock() + interval
 
     @property
@@ -107,8 +108,13 @@ class ReloadingContext:
         self._next_check = now + self.interval
         try:
             stamp = _stamp(self.files.paths())
-        except OSError:
-            return  # a rotation in progress (a file briefly missing): keep the loaded pair
+        except OSError as exc:
+            # A rotation in progress (a file briefly missing), or worse: keep the loaded pair, say so once.
+            if not self._unreadable:
+                log.warning("%s files unreadable, keeping the loaded pair: %s", self.what, exc)
+                self._unreadable = True
+            return
+        self._unreadable = False
         if stamp in (self._loaded, self._failed):
             return
         try:
