@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import enum
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import orjson
 from aiohttp import web
 
 from pilot import httpserve
 from pilot.config.store import ConfigStore
+from pilot.introspect.jsonbody import json_response as _json
 from pilot.metrics import exposition
 from pilot.model.environment import Environment
 from pilot.security import debugauth
@@ -36,26 +34,6 @@ class Pilot(Protocol):
 
 
 SERVER_KEY: web.AppKey[Pilot] = web.AppKey("pilot", object)  # type: ignore[arg-type]
-
-
-def _json(request: web.Request, value: Any, status: int = 200) -> web.Response:
-    option = orjson.OPT_INDENT_2 if "pretty" in request.query else 0
-    body = orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS, default=_default)
-    return web.Response(body=body, status=status, content_type="application/json")
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, (frozenset, set, tuple)):
-        return list(value)
-    if hasattr(value, "items"):
-        return dict(value.items())
-    return str(value)
 
 
 async def ready(request: web.Request) -> web.Response:

@@ -13,8 +13,6 @@ slices that yield to the event loop, so a burst of debug requests cannot hold up
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import enum
 import html
 import os
 import socket
@@ -26,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from pilot.introspect import configdump, pushstatus
+from pilot.introspect.jsonbody import json_response as _json
 from pilot.introspect.rejections import STATUS_KEY as REJECTED_KEY
 from pilot.push.request import REASON_DEBUG, PushRequest
 from pilot.version import version_string
@@ -143,27 +142,6 @@ async def debug_list(request: web.Request) -> web.Response:
 
 async def version(request: web.Request) -> web.Response:
     return web.Response(text=version_string() + "\n")
-
-
-def _default(value: Any) -> Any:
-    """JSON for what orjson does not know (the same conversions as pilot.debug's endpoints)."""
-    if isinstance(value, enum.Enum):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, frozenset | set | tuple):
-        return list(value)
-    if hasattr(value, "items"):
-        return dict(value.items())
-    return str(value)
-
-
-def _json(request: web.Request, value: Any, status: int = 200) -> web.Response:
-    option = orjson.OPT_INDENT_2 if "pretty" in request.query else 0
-    body = orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS, default=_default)
-    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def _method_not_allowed(what: str) -> web.Response:
