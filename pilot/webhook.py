@@ -44,7 +44,7 @@ from aiohttp import web
 from pilot.config import validation
 from pilot.config.loader import LoadError, load_object
 from pilot.httpbody import read_bounded
-from pilot.model.config import ISTIO_GROUP, SECURITY_GROUP
+from pilot.model.config import ISTIO_GROUP, SECURITY_GROUP, yaml_type_name
 from pilot.security.tls import HTTP_ALPN, ReloadingContext, TlsConfigError, TlsFiles
 
 log = logging.getLogger(__name__)
@@ -102,20 +102,6 @@ class Verdict:
     reason: str = ""  # galley_validation_failed reason; "" when validation passed
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, dict):
-        return "mapping"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, str):
-        return "string"
-    return "number"
-
-
 def _without_location(error: LoadError) -> str:
     """The line ``pilot validate`` prints for this error, less the ``FILE[doc N]`` it was found at."""
     text = str(error)
@@ -136,7 +122,7 @@ def _multi_error(messages: list[str]) -> str:
 def validate_object(obj: Any, namespace: str) -> Verdict:
     """The verdict on one object of a CREATE or UPDATE review."""
     if not isinstance(obj, dict):
-        message = f"cannot decode configuration: request.object: expected a mapping, got {_type_name(obj)}"
+        message = f"cannot decode configuration: request.object: expected a mapping, got {yaml_type_name(obj)}"
         return Verdict(False, message, reason=REASON_DECODE_ERROR)
     result = load_object(SOURCE, obj, default_namespace=namespace or "default")
     if result.skipped_kinds and not result.errors:
@@ -180,7 +166,7 @@ def parse_review(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise BadReview(f"invalid JSON: {exc}") from None
     if not isinstance(review, dict):
-        raise BadReview(f"expected an AdmissionReview object, got a JSON {_type_name(review)}")
+        raise BadReview(f"expected an AdmissionReview object, got a JSON {yaml_type_name(review)}")
     api_version = review.get("apiVersion")
     if review.get("kind") != "AdmissionReview" or api_version not in ADMISSION_VERSIONS:
         raise BadReview(
@@ -189,7 +175,7 @@ def parse_review(body: bytes) -> dict[str, Any]:
         )
     request = review.get("request")
     if not isinstance(request, dict):
-        raise BadReview(f"request: expected a mapping, got {_type_name(request)}")
+        raise BadReview(f"request: expected a mapping, got {yaml_type_name(request)}")
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise BadReview("request.uid: required non-empty string")

@@ -39,6 +39,7 @@ from pilot.model.config import (
     SECURITY_VERSIONS,
     Config,
     ConfigKey,
+    yaml_type_name,
 )
 from pilot.model.secret import parse_secret
 
@@ -161,19 +162,19 @@ class _FileLoader:
         if doc is None:
             return  # empty document (e.g. a trailing '---')
         if not isinstance(doc, dict):
-            self.error(index, None, "", f"document is a {_type_name(doc)}, expected a mapping")
+            self.error(index, None, "", f"document is a {yaml_type_name(doc)}, expected a mapping")
             return
         if doc.get("kind") == "List" and doc.get("apiVersion") == "v1":
             items = doc.get("items")
             if items is None:
                 return
             if not isinstance(items, list):
-                self.error(index, None, "", f"items: expected a list, got {_type_name(items)}")
+                self.error(index, None, "", f"items: expected a list, got {yaml_type_name(items)}")
                 return
             for i, item in enumerate(items):
                 prefix = f"items[{i}]."
                 if not isinstance(item, dict):
-                    self.error(index, None, "", f"items[{i}]: expected a mapping, got {_type_name(item)}")
+                    self.error(index, None, "", f"items[{i}]: expected a mapping, got {yaml_type_name(item)}")
                     continue
                 self.load_object(index, prefix, item)
             return
@@ -199,7 +200,7 @@ class _FileLoader:
         if metadata is None:
             metadata = {}
         if not isinstance(metadata, dict):
-            self.error(index, None, prefix, f"metadata: expected a mapping, got {_type_name(metadata)}")
+            self.error(index, None, prefix, f"metadata: expected a mapping, got {yaml_type_name(metadata)}")
             return
         name = metadata.get("name")
         if not isinstance(name, str) or not name:
@@ -213,7 +214,9 @@ class _FileLoader:
                 namespace = self.default_namespace
             elif not isinstance(namespace, str):
                 key = ConfigKey(kind, self.default_namespace, name)
-                self.error(index, key, prefix, f"metadata.namespace: expected a string, got {_type_name(namespace)}")
+                self.error(
+                    index, key, prefix, f"metadata.namespace: expected a string, got {yaml_type_name(namespace)}"
+                )
                 self._reject(key)
                 return
         key = ConfigKey(kind, namespace, name)
@@ -276,7 +279,7 @@ class _FileLoader:
         if spec is None:
             spec = {}
         if not isinstance(spec, dict):
-            problems.append(f"spec: expected a mapping, got {_type_name(spec)}")
+            problems.append(f"spec: expected a mapping, got {yaml_type_name(spec)}")
             return None
         typed, field_errors = validation.check(kind, spec, namespace)
         if typed is None:
@@ -295,18 +298,18 @@ def _check_service(doc: dict[str, Any], problems: list[str]) -> None:
     if spec is None:
         return
     if not isinstance(spec, dict):
-        problems.append(f"spec: expected a mapping, got {_type_name(spec)}")
+        problems.append(f"spec: expected a mapping, got {yaml_type_name(spec)}")
         return
     svc_type = spec.get("type")
     if svc_type is not None and not isinstance(svc_type, str):
-        problems.append(f"spec.type: expected a string, got {_type_name(svc_type)}")
+        problems.append(f"spec.type: expected a string, got {yaml_type_name(svc_type)}")
     if svc_type == "ExternalName":
         external = spec.get("externalName")
         if not isinstance(external, str) or not external:
             problems.append("spec.externalName: required for type ExternalName")
     cluster_ip = spec.get("clusterIP")
     if cluster_ip is not None and not isinstance(cluster_ip, str):
-        problems.append(f"spec.clusterIP: expected a string, got {_type_name(cluster_ip)}")
+        problems.append(f"spec.clusterIP: expected a string, got {yaml_type_name(cluster_ip)}")
     selector = spec.get("selector")
     if selector is not None:
         _string_map(selector, "spec.selector", problems)
@@ -314,19 +317,19 @@ def _check_service(doc: dict[str, Any], problems: list[str]) -> None:
     if ports is None:
         return
     if not isinstance(ports, list):
-        problems.append(f"spec.ports: expected a list, got {_type_name(ports)}")
+        problems.append(f"spec.ports: expected a list, got {yaml_type_name(ports)}")
         return
     names: set[str] = set()
     for i, port in enumerate(ports):
         path = f"spec.ports[{i}]"
         if not isinstance(port, dict):
-            problems.append(f"{path}: expected a mapping, got {_type_name(port)}")
+            problems.append(f"{path}: expected a mapping, got {yaml_type_name(port)}")
             continue
         _check_port_number(port.get("port"), f"{path}.port", problems, required=True)
         name = port.get("name")
         if name is not None:
             if not isinstance(name, str):
-                problems.append(f"{path}.name: expected a string, got {_type_name(name)}")
+                problems.append(f"{path}.name: expected a string, got {yaml_type_name(name)}")
             elif name in names:
                 problems.append(f"{path}.name: duplicate port name {name!r}")
             else:
@@ -343,7 +346,7 @@ def _check_service(doc: dict[str, Any], problems: list[str]) -> None:
         for field in ("protocol", "appProtocol"):
             value = port.get(field)
             if value is not None and not isinstance(value, str):
-                problems.append(f"{path}.{field}: expected a string, got {_type_name(value)}")
+                problems.append(f"{path}.{field}: expected a string, got {yaml_type_name(value)}")
 
 
 def _check_endpoint_slice(doc: dict[str, Any], problems: list[str]) -> None:
@@ -357,12 +360,12 @@ def _check_endpoint_slice(doc: dict[str, Any], problems: list[str]) -> None:
     endpoints = doc.get("endpoints")
     if endpoints is not None:
         if not isinstance(endpoints, list):
-            problems.append(f"endpoints: expected a list, got {_type_name(endpoints)}")
+            problems.append(f"endpoints: expected a list, got {yaml_type_name(endpoints)}")
         else:
             for i, ep in enumerate(endpoints):
                 path = f"endpoints[{i}]"
                 if not isinstance(ep, dict):
-                    problems.append(f"{path}: expected a mapping, got {_type_name(ep)}")
+                    problems.append(f"{path}: expected a mapping, got {yaml_type_name(ep)}")
                     continue
                 addresses = ep.get("addresses")
                 if not isinstance(addresses, list) or not addresses:
@@ -374,28 +377,28 @@ def _check_endpoint_slice(doc: dict[str, Any], problems: list[str]) -> None:
                 conditions = ep.get("conditions")
                 if conditions is not None:
                     if not isinstance(conditions, dict):
-                        problems.append(f"{path}.conditions: expected a mapping, got {_type_name(conditions)}")
+                        problems.append(f"{path}.conditions: expected a mapping, got {yaml_type_name(conditions)}")
                     else:
                         ready = conditions.get("ready")
                         if ready is not None and not isinstance(ready, bool):
-                            problems.append(f"{path}.conditions.ready: expected a boolean, got {_type_name(ready)}")
+                            problems.append(f"{path}.conditions.ready: expected a boolean, got {yaml_type_name(ready)}")
                 target = ep.get("targetRef")
                 if target is not None and not isinstance(target, dict):
-                    problems.append(f"{path}.targetRef: expected a mapping, got {_type_name(target)}")
+                    problems.append(f"{path}.targetRef: expected a mapping, got {yaml_type_name(target)}")
     ports = doc.get("ports")
     if ports is not None:
         if not isinstance(ports, list):
-            problems.append(f"ports: expected a list, got {_type_name(ports)}")
+            problems.append(f"ports: expected a list, got {yaml_type_name(ports)}")
         else:
             for i, port in enumerate(ports):
                 path = f"ports[{i}]"
                 if not isinstance(port, dict):
-                    problems.append(f"{path}: expected a mapping, got {_type_name(port)}")
+                    problems.append(f"{path}: expected a mapping, got {yaml_type_name(port)}")
                     continue
                 _check_port_number(port.get("port"), f"{path}.port", problems, required=True)
                 name = port.get("name")
                 if name is not None and not isinstance(name, str):
-                    problems.append(f"{path}.name: expected a string, got {_type_name(name)}")
+                    problems.append(f"{path}.name: expected a string, got {yaml_type_name(name)}")
 
 
 def _check_pod(doc: dict[str, Any], problems: list[str]) -> None:
@@ -403,7 +406,7 @@ def _check_pod(doc: dict[str, Any], problems: list[str]) -> None:
     _check_pod_spec(doc, problems)
     status = doc.get("status")
     if status is not None and not isinstance(status, dict):
-        problems.append(f"status: expected a mapping, got {_type_name(status)}")
+        problems.append(f"status: expected a mapping, got {yaml_type_name(status)}")
 
 
 def _check_namespace(doc: dict[str, Any], problems: list[str]) -> None:
@@ -413,9 +416,9 @@ def _check_namespace(doc: dict[str, Any], problems: list[str]) -> None:
 def _check_pod_spec(doc: dict[str, Any], problems: list[str]) -> None:
     spec = doc.get("spec")
     if spec is not None and not isinstance(spec, dict):
-        problems.append(f"spec: expected a mapping, got {_type_name(spec)}")
+        problems.append(f"spec: expected a mapping, got {yaml_type_name(spec)}")
     elif spec is not None and not isinstance(spec.get("nodeName", ""), str):
-        problems.append(f"spec.nodeName: expected a string, got {_type_name(spec.get('nodeName'))}")
+        problems.append(f"spec.nodeName: expected a string, got {yaml_type_name(spec.get('nodeName'))}")
 
 
 _KUBE_CHECKS = {
@@ -433,7 +436,7 @@ def _check_port_number(value: Any, path: str, problems: list[str], *, required: 
             problems.append(f"{path}: required")
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        problems.append(f"{path}: expected an integer, got {_type_name(value)}")
+        problems.append(f"{path}: expected an integer, got {yaml_type_name(value)}")
     elif not 1 <= value <= 65535:
         problems.append(f"{path}: {value} out of range 1..65535")
 
@@ -442,14 +445,14 @@ def _string_map(value: Any, path: str, problems: list[str]) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        problems.append(f"{path}: expected a mapping, got {_type_name(value)}")
+        problems.append(f"{path}: expected a mapping, got {yaml_type_name(value)}")
         return {}
     out: dict[str, str] = {}
     for k, v in value.items():
         if not isinstance(k, str):
             problems.append(f"{path}: key {k!r} is not a string")
         elif not isinstance(v, str):
-            problems.append(f"{path}.{k}: expected a string, got {_type_name(v)} (quote it)")
+            problems.append(f"{path}.{k}: expected a string, got {yaml_type_name(v)} (quote it)")
         else:
             out[k] = v
     return out
@@ -479,24 +482,6 @@ def content_hash(
     except (TypeError, orjson.JSONEncodeError):
         data = repr(canonical).encode()
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "mapping"
-    return type(value).__name__
 
 
 def _yaml_message(exc: yaml.YAMLError) -> str:

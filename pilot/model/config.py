@@ -7,6 +7,7 @@ Secret carries a ``pilot.model.secret.SecretData`` (decoded, and redacted wherev
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,3 +100,22 @@ NAMESPACE = "Namespace"
 NODE = "Node"
 ENDPOINT_SLICE = "EndpointSlice"
 SECRET = "Secret"
+
+
+def yaml_type_name(value: Any) -> str:
+    """How an error message names the type of a YAML (or JSON) value that is not the expected one."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, Mapping):
+        return "mapping"
+    return type(value).__name__

@@ -30,6 +30,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from pilot.model.config import yaml_type_name
+
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 OPAQUE_SECRET_TYPE = "Opaque"
 
@@ -93,12 +95,12 @@ def parse_secret(doc: Mapping[str, Any], problems: list[str]) -> SecretData | No
     if secret_type is None:
         secret_type = OPAQUE_SECRET_TYPE
     if not isinstance(secret_type, str):
-        problems.append(f"type: expected a string, got {_type_name(secret_type)}")
+        problems.append(f"type: expected a string, got {yaml_type_name(secret_type)}")
         return None
     data: dict[str, bytes] = {}
     raw = doc.get("data")
     if raw is not None and not isinstance(raw, Mapping):
-        problems.append(f"data: expected a mapping, got {_type_name(raw)}")
+        problems.append(f"data: expected a mapping, got {yaml_type_name(raw)}")
     for key, value in _items(raw):
         if not isinstance(key, str) or not _KEY_NAME.match(key):
             problems.append("data: key names must consist of alphanumerics, '-', '_' or '.'")
@@ -107,7 +109,7 @@ def parse_secret(doc: Mapping[str, Any], problems: list[str]) -> SecretData | No
             data[key] = b""
             continue
         if not isinstance(value, str):
-            problems.append(f"data.{key}: expected a base64 string, got {_type_name(value)}")
+            problems.append(f"data.{key}: expected a base64 string, got {yaml_type_name(value)}")
             continue
         try:
             data[key] = base64.b64decode("".join(value.split()), validate=True)
@@ -115,13 +117,13 @@ def parse_secret(doc: Mapping[str, Any], problems: list[str]) -> SecretData | No
             problems.append(f"data.{key}: not valid base64")
     string_data = doc.get("stringData")
     if string_data is not None and not isinstance(string_data, Mapping):
-        problems.append(f"stringData: expected a mapping, got {_type_name(string_data)}")
+        problems.append(f"stringData: expected a mapping, got {yaml_type_name(string_data)}")
     for key, value in _items(string_data):
         if not isinstance(key, str) or not _KEY_NAME.match(key):
             problems.append("stringData: key names must consist of alphanumerics, '-', '_' or '.'")
             continue
         if not isinstance(value, str):
-            problems.append(f"stringData.{key}: expected a string, got {_type_name(value)}")
+            problems.append(f"stringData.{key}: expected a string, got {yaml_type_name(value)}")
             continue
         data[key] = value.encode()
     if problems:
@@ -267,19 +269,3 @@ def _truncated_keys(secret: SecretData) -> str:
     if len(keys) < 3:
         return ", ".join(keys)
     return f"{', '.join(keys[:3])}, and {len(keys) - 3} more..."
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, Mapping):
-        return "mapping"
-    return type(value).__name__
