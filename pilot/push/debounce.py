@@ -12,10 +12,12 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 
+from pilot import settings
 from pilot.metrics import tracing
 from pilot.metrics.registry import Metrics
 from pilot.push.clock import Clock, MonotonicClock
 from pilot.push.request import REASON_SERVICE, REASON_UNKNOWN, PushRequest
+from pilot.settings import parse_go_duration
 
 log = logging.getLogger(__name__)
 
@@ -25,20 +27,8 @@ _EPSILON = 1e-6
 
 
 def parse_duration(text: str) -> float:
-    """Go-style durations as istiod's env vars take them: "100ms", "10s", "1m", "1.5s"; bare numbers are seconds."""
-    text = text.strip()
-    units = (("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("ns", 1e-9), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
-    for suffix, scale in units:
-        if text.endswith(suffix):
-            number = text[: -len(suffix)]
-            try:
-                return float(number) * scale
-            except ValueError:
-                break
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"invalid duration {text!r} (expected e.g. 100ms, 10s)") from None
+    """Go-style durations as istiod's env vars take them ("100ms", "1m30s"; bare numbers are seconds)."""
+    return parse_go_duration(text)
 
 
 def durations_from_env() -> tuple[float, float]:
@@ -48,13 +38,11 @@ def durations_from_env() -> tuple[float, float]:
 
 
 def parse_bool(text: str, name: str) -> bool:
-    """istiod's boolean env values (strconv.ParseBool)."""
-    value = text.strip().lower()
-    if value in ("1", "t", "true", "yes", "on"):
-        return True
-    if value in ("0", "f", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name}={text!r}: expected true or false")
+    """istiod's boolean env values (strconv.ParseBool); the error names the variable."""
+    try:
+        return settings.parse_bool(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r}: expected true or false") from None
 
 
 def eds_debounce_from_env() -> bool:
