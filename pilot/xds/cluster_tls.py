@@ -36,7 +36,7 @@ from pilot.xds.cluster_policy import EffectivePolicy, wrapped
 log = logging.getLogger(__name__)
 
 DISABLED_TLS_MODE = "disabled"  # istiod's DisabledTLSModeLabel: the tlsMode of an endpoint without the label
-TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+TLS_TRANSPORT_SOCKET = mtls.TLS_SOCKET
 PROXY_PROTOCOL_TRANSPORT_SOCKET = "envoy.transport_sockets.upstream_proxy_protocol"
 
 Cluster = cluster_pb2.Cluster

@@ -36,6 +36,7 @@ from pilot.push.authn import TLS_MODE_ISTIO, TLS_MODE_LABEL, MtlsMode
 from pilot.push.context import PushContext
 from pilot.push.scope import ProxyScope
 from pilot.xds import names
+from pilot.xds.cluster_tls import TLS_TRANSPORT_SOCKET
 from pilot.xds.units import Unit
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def _server_listener(name: str, host: str, port: int, mtls: bool) -> tuple[liste
         validation = common.combined_validation_context.default_validation_context
         validation.ca_certificate_provider_instance.instance_name = names.GRPC_CERTIFICATE_PROVIDER
         validation.ca_certificate_provider_instance.certificate_name = names.SDS_ROOT_RESOURCE
-        chain.transport_socket.name = "envoy.transport_sockets.tls"
+        chain.transport_socket.name = TLS_TRANSPORT_SOCKET
         chain.transport_socket.typed_config.Pack(context)
     listener = listener_pb2.Listener(name=name)
     listener.address.socket_address.address = host

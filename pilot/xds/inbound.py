@@ -47,7 +47,6 @@ from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_p
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilot.config.convert import enum_name
 from pilot.model.config import Config, ConfigKey
@@ -56,6 +55,7 @@ from pilot.model.service import Port, Protocol
 from pilot.push.authn import MergedPeerAuthentication, MtlsMode, has_workload_certificates
 from pilot.push.context import PushContext
 from pilot.xds import mtls, names
+from pilot.xds.filters import TLS_INSPECTOR_FILTER, tcp_proxy
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ Predicate = listener_components_pb2.ListenerFilterChainMatchPredicate
 WILDCARD = "0.0.0.0"
 LOCALHOST = "127.0.0.1"
 ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
-TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
 HTTP_INSPECTOR_FILTER = "envoy.filters.listener.http_inspector"
-TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 TLS = "tls"
 RAW_BUFFER = "raw_buffer"
 INBOUND_SERVER_NAME = "istio-envoy"  # istiod's inbound HCM server_name
@@ -380,12 +378,6 @@ def _inbound_hcm(chain: Chain) -> listener_components_pb2.Filter:
     return out
 
 
-def _tcp_proxy(cluster: str) -> listener_components_pb2.Filter:
-    out = listener_components_pb2.Filter(name=TCP_PROXY_FILTER)
-    out.typed_config.Pack(tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster))
-    return out
-
-
 def _config_metadata(sidecar: ConfigKey) -> base_pb2.Metadata:
     metadata = base_pb2.Metadata()
     path = SIDECAR_CONFIG_PATH.format(ns=sidecar.namespace, name=sidecar.name)
@@ -407,7 +399,8 @@ def filter_chains(chain: Chain, mode: MtlsMode, protocol: str) -> list[FilterCha
         if match.http:
             fc.filters.append(_inbound_hcm(chain))
         else:
-            fc.filters.append(_tcp_proxy(names.INBOUND_PASSTHROUGH_CLUSTER if chain.passthrough else chain.cluster))
+            cluster = names.INBOUND_PASSTHROUGH_CLUSTER if chain.passthrough else chain.cluster
+            fc.filters.append(tcp_proxy(cluster, cluster))
         if match.tls:
             fc.transport_socket.CopyFrom(mtls.transport_socket(mtls.inbound_downstream(http=match.http)))
         if chain.sidecar is not None:
@@ -420,8 +413,7 @@ def _blackhole_chain() -> FilterChain:
     """Traffic addressed to 15006 itself would loop back forever: drop it."""
     chain = FilterChain(name=names.VIRTUAL_INBOUND_BLACKHOLE_CHAIN)
     chain.filter_chain_match.destination_port.value = names.VIRTUAL_INBOUND_PORT
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=names.BLACKHOLE_CLUSTER, cluster=names.BLACKHOLE_CLUSTER)
-    chain.filters.add(name=TCP_PROXY_FILTER).typed_config.Pack(proxy)
+    chain.filters.append(tcp_proxy(names.BLACKHOLE_CLUSTER, names.BLACKHOLE_CLUSTER))
     return chain
 
 
