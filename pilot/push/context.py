@@ -650,6 +650,8 @@ class PushContext:
         which its Gateway servers listen on (gateway_port_map).
         """
         inbound: tuple[object, ...] = ()
+        # Which generator serves the node: Envoy's (""), or "grpc" for proxyless gRPC (pilot.xds.grpcgen).
+        generator = str(proxy.metadata.get("GENERATOR") or "")
         if proxy.is_router:
             selected: object = tuple(gw.key for gw in self.gateways_for_proxy(proxy))
             if selected:  # its own services' targetPorts are the ports it listens on
@@ -659,23 +661,16 @@ class PushContext:
             selected = sidecar.key if sidecar is not None else None
             targets = tuple(t.signature for t in self.service_targets(proxy))
             ingress = sidecar is not None and bool(sidecar.spec.ingress)
-            if targets or ingress:  # a proxy with no inbound side shares its class whatever its policy
+            if generator and targets:
+                # A proxyless gRPC server's listeners read its targets, its mTLS policy and its tlsMode label.
+                peer = self.authn_policies.effective(proxy.namespace, proxy.labels)
+                inbound = (generator, targets, peer, proxy.labels.get(TLS_MODE_LABEL, ""))
+            elif not generator and (targets or ingress):  # no inbound side: its class whatever its policy
                 peer = self.authn_policies.effective(proxy.namespace, proxy.labels)
                 inbound = (targets, peer, proxy.ip_addresses if ingress else ())
         certs = has_workload_certificates(proxy)  # mTLS config needs them (pilot.push.authn)
         labels = tuple(sorted(proxy.labels.items())) if self.uses_source_labels else ()
         interception = str(proxy.metadata.get("INTERCEPTION_MODE", ""))
-        # Which generator serves the node: Envoy's (""), or "grpc" for proxyless gRPC (pilot.xds.grpcgen),
-        # which generates no server side.
-        generator = str(proxy.metadata.get("GENERATOR") or "")
-        if generator and not proxy.is_router:
-            # A proxyless gRPC server's listeners read its targets, its mTLS policy and its tlsMode label.
-            targets = tuple(t.signature for t in self.service_targets(proxy))
-            if targets:
-                peer = self.authn_policies.effective(proxy.namespace, proxy.labels)
-                inbound = (generator, targets, peer, proxy.labels.get(TLS_MODE_LABEL, ""))
-            else:
-                inbound = ()
         outbound = (
             proxy.type,
             proxy.namespace,
