@@ -194,6 +194,30 @@ async def test_a_removed_file_removes_its_objects_once_settled(rig: Rig) -> None
     await wait_for(lambda: rig.names() == {"a"}, "b removed")
 
 
+async def test_a_watcher_that_fails_because_the_dir_went_away_reports_the_missing_dir(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watcher often notices a deleted config dir first (watchfiles raises FileNotFoundError): that is the
+    dir missing, not a watcher failure (no 'file watcher failed' problem, no watcher error counted)."""
+    import pilot.sources.files as files
+
+    gone = asyncio.Event()
+
+    async def failing_when_gone(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        await gone.wait()
+        raise FileNotFoundError("No path was found.")
+        yield  # an async generator, as watchfiles' awatch
+
+    (rig.root / "a.yaml").write_text(se("a"))
+    monkeypatch.setattr(files, "awatch", failing_when_gone)
+    await rig.start()
+    shutil.rmtree(rig.root)
+    gone.set()
+    await wait_for(lambda: rig.source.problems(), "source unhealthy")
+    assert rig.source.problems() == [f"config dir {rig.root} does not exist; keeping the 1 files' objects it had"]
+    assert rig.source.counters[source_errors("watcher")] == 0
+
+
 async def test_deleting_the_config_dir_keeps_everything_until_it_is_back(rig: Rig) -> None:
     (rig.root / "a.yaml").write_text(se("a"))
     (rig.root / "sub").mkdir()
