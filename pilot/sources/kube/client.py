@@ -4,6 +4,8 @@ kubernetes-asyncio supplies configuration loading (kubeconfig contexts, client c
 auth, in-cluster token refresh) and its HTTP client; requests go through ``ApiClient.call_api`` with
 ``_preload_content=False`` so pilot reads JSON with orjson and streams watches line by line itself (its
 ``Watch`` helper retries a 410 with the same resourceVersion and hides bookmarks, which an informer must see).
+kubernetes-asyncio is imported only when a client is made: its generated API models cost a files-only pilot
+about 40 MB of memory and 0.2 s of start-up.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
-from kubernetes_asyncio.client import ApiClient, Configuration
-from kubernetes_asyncio.config import load_incluster_config, load_kube_config
-from kubernetes_asyncio.config.config_exception import ConfigException
 
 from pilot.sources.kube.resources import ResourceType, ServedResource, choose_versions
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import Configuration
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ def default_identity() -> str:
 
 async def load_configuration(kubeconfig: Path | None) -> Configuration:
     """The client configuration from ``kubeconfig`` or, when None, from the pod's service account."""
+    from kubernetes_asyncio.client import Configuration
+    from kubernetes_asyncio.config import load_incluster_config, load_kube_config
+    from kubernetes_asyncio.config.config_exception import ConfigException
+
     configuration = Configuration()
     try:
         if kubeconfig is not None:
@@ -90,6 +96,8 @@ class KubeApi:
     context (loading a CA bundle blocks for tens of milliseconds, so it is done once)."""
 
     def __init__(self, configuration: Configuration, identity: str) -> None:
+        from kubernetes_asyncio.client import ApiClient
+
         self.identity = identity
         self._client = ApiClient(configuration)
         self._client.user_agent = f"pilot/0.1 ({identity})"
